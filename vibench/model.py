@@ -1,0 +1,65 @@
+"""The generative model p(z) p(x | z), shared unchanged by every inference method.
+
+Inference methods (amortized VAE, per-datapoint SVI) swap the guide q, never this model, so
+their numbers are comparable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+
+from vibench.networks import Decoder
+
+
+class GenerativeModel(nn.Module):
+    """Standard normal prior ``p(z) = N(0, I)`` and a decoder likelihood ``p(x | z)``."""
+
+    def __init__(self, latent: int, decoder: Decoder):
+        super().__init__()
+        self.latent = latent
+        self.decoder = decoder
+        # Buffers so the prior follows the module's device and dtype.
+        self.register_buffer("prior_loc", torch.zeros(latent))
+        self.register_buffer("prior_scale", torch.ones(latent))
+
+    def prior(self) -> Distribution:
+        return Independent(Normal(self.prior_loc, self.prior_scale), 1)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x | z); batch shape is z's shape without its last axis."""
+        return self.decoder(z)
+
+    def log_joint_terms(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x | z), log p(z))`` for samples ``z`` of shape ``[S, B, latent]``; each ``[S, B]``."""
+        return self.likelihood(z).log_prob(x), self.prior().log_prob(z)
+
+    def exact_marginal(self) -> Distribution | None:
+        """The exact marginal p(x) when the model is linear-Gaussian, else ``None``.
+
+        With ``z ~ N(0, I)`` and ``x | z ~ N(W z + b, diag sigma^2)``:
+        ``p(x) = N(b, W W^T + diag sigma^2)`` (Bishop, PRML eq. 12.35).
+        """
+        if not self.decoder.is_linear_gaussian:
+            return None
+        layer = self.decoder.net[0]
+        w, b = layer.weight, layer.bias
+        sigma2 = self.decoder.sigma().expand(w.shape[0]) ** 2
+        return MultivariateNormal(b, covariance_matrix=w @ w.T + torch.diag(sigma2))
+
+    def exact_posterior(self, x: torch.Tensor) -> Distribution | None:
+        """The exact posterior p(z | x) when the model is linear-Gaussian, else ``None``.
+
+        ``p(z | x) = N(Sigma W^T D^{-1} (x - b), Sigma)``, ``Sigma = (I + W^T D^{-1} W)^{-1}``,
+        ``D = diag sigma^2`` (Bishop, PRML eqs. 2.116-2.117). Batch shape ``[B]``.
+        """
+        if not self.decoder.is_linear_gaussian:
+            return None
+        layer = self.decoder.net[0]
+        w, b = layer.weight, layer.bias
+        d_inv = self.decoder.sigma().expand(w.shape[0]) ** -2
+        precision = torch.eye(self.latent, dtype=w.dtype, device=w.device) + (w.T * d_inv) @ w
+        cov = torch.linalg.inv(precision)
+        mean = ((x - b) * d_inv) @ w @ cov
+        return MultivariateNormal(mean, covariance_matrix=cov)

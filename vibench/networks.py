@@ -1,0 +1,102 @@
+"""MLP encoder and decoder that return ``torch.distributions`` objects.
+
+No density is written by hand here: the encoder returns a diagonal Gaussian
+``Independent(Normal(mu, sigma), 1)`` and the decoder a Bernoulli or Gaussian likelihood over
+the data dimensions, so log densities, samples, means and KL terms all come from torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+# Log-variances are clamped to this range before exponentiation: exp(-30/2) ~ 3e-7 and
+# exp(20/2) ~ 2e4 keep sigma, log q and the KL finite in float32 even for a diverging encoder.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers between consecutive ``sizes``, ``activation`` between them (not after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i > 0:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    """Amortized guide q(z | x) = N(mu(x), diag sigma^2(x)), sigma from a predicted log-variance.
+
+    Called as ``guide(x, idx)`` like every guide in vibench; the amortized one ignores ``idx``.
+    """
+
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh"):
+        super().__init__()
+        self.latent = latent
+        self.net = mlp([dim, *hidden, 2 * latent], activation)
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> Distribution:
+        mu, logvar = self.net(x).chunk(2, dim=-1)
+        std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        return Independent(Normal(mu, std), 1)
+
+
+class Decoder(nn.Module):
+    """Likelihood p(x | z) with an MLP from z to its parameters.
+
+    Args:
+        latent: dimension of z.
+        dim: dimension of x.
+        hidden: hidden layer sizes; ``[]`` gives a linear decoder (for the linear-Gaussian model).
+        activation: nonlinearity between hidden layers.
+        likelihood: ``"bernoulli"`` (logits from the net) or ``"gaussian"`` (mean from the net).
+        sigma: Gaussian only: a fixed observation standard deviation, or ``None`` to learn one
+            log-sigma per data dimension (initialised at 0, i.e. sigma = 1).
+    """
+
+    def __init__(
+        self,
+        latent: int,
+        dim: int,
+        hidden: Sequence[int] = (500,),
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+        sigma: float | None = None,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
+        self.likelihood = likelihood
+        self.net = mlp([latent, *hidden, dim], activation)
+        self.log_sigma = None
+        if likelihood == "gaussian":
+            if sigma is None:
+                self.log_sigma = nn.Parameter(torch.zeros(dim))
+            else:
+                if sigma <= 0:
+                    raise ValueError(f"sigma={sigma} must be > 0 (or null to learn it)")
+                self.register_buffer("fixed_log_sigma", torch.tensor(float(sigma)).log())
+
+    @property
+    def is_linear_gaussian(self) -> bool:
+        return self.likelihood == "gaussian" and len(self.net) == 1
+
+    def sigma(self) -> torch.Tensor:
+        """Observation standard deviation (Gaussian likelihood), shape ``[dim]`` or ``[]``."""
+        log_sigma = self.log_sigma if self.log_sigma is not None else self.fixed_log_sigma
+        return log_sigma.exp()
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        out = self.net(z)
+        if self.likelihood == "bernoulli":
+            return Independent(Bernoulli(logits=out), 1)
+        return Independent(Normal(out, self.sigma().expand_as(out)), 1)

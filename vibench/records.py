@@ -1,0 +1,102 @@
+"""Run records: one JSON file per run, written atomically, read by checks and reports.
+
+The schema is documented in results/README.md. Records never hold tensors: every metric is a
+plain float under a stable ``stage/quantity`` name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vibench.errors import ConfigError
+
+SCHEMA_VERSION = 1
+REPO = Path(__file__).resolve().parent.parent
+
+
+def new_run_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def ensure_writable(folder: str | Path, what: str = "results_dir") -> Path:
+    """Create ``folder`` if needed and prove it is writable, or raise :class:`ConfigError` now."""
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what}={folder} is not writable ({e.strerror}). Choose another folder: {what}=/path/you/can/write.") from None
+    return path
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def environment(device: str) -> dict[str, Any]:
+    import hydra
+    import lightning
+    import torch
+
+    try:
+        import wandb
+
+        wandb_version = wandb.__version__
+    except ImportError:
+        wandb_version = None
+    from vibench import __version__
+
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else (platform.processor() or platform.machine())
+    return {
+        "versions": {"vibench": __version__, "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__, "hydra": hydra.__version__, "wandb": wandb_version},
+        "git": git_state(),
+        "device": {"type": device, "name": name, "torch_threads": torch.get_num_threads(), "host": platform.node()},
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
+
+
+def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
+    """Write ``record`` to ``<results_dir>/<run_id>.json`` atomically (temp file, fsync, rename)."""
+    folder = Path(results_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record['run_id']}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,149 @@
+"""``run(cfg)``: the one place that reads the configuration.
+
+Order matters: everything that can be refused (config values, unknown keys, results folder,
+data files) is checked before the logger starts or any step is trained; once training has begun,
+a failure still leaves a run record with ``status: failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vibench import records
+from vibench.config_checks import check_config
+from vibench.errors import ConfigError, VibenchError
+
+
+def build(what: str, cfg: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(cfg)``, with construction errors turned into a message naming the config group."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, VibenchError):
+            raise cause from None
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).splitlines()[0]
+        raise ConfigError(f"could not build {what} from its config ({reason}). Check the {what}.* settings.") from None
+
+
+def job_info() -> dict[str, Any]:
+    """Hydra's view of this job: overrides, multirun sweep folder and job number (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {"overrides": [], "multirun": False, "sweep_dir": None, "job_num": None}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "overrides": list(hc.overrides.task),
+        "multirun": multirun,
+        "sweep_dir": hc.sweep.dir if multirun else None,
+        "job_num": hc.job.num if multirun else None,
+    }
+
+
+def sweep_group(job: dict[str, Any]) -> str | None:
+    """The W&B group shared by all jobs of one multirun: its sweep folder, e.g. ``multirun/2026-11-21/14-03-22``."""
+    if not job["multirun"]:
+        return None
+    return "sweep-" + "_".join(Path(job["sweep_dir"]).parts[-2:])
+
+
+def run(cfg: DictConfig) -> float:
+    """Train, evaluate, track and record one run; returns the test IW log-likelihood (for sweepers)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from vibench import figures, tracking
+    from vibench.report_console import print_summary
+    from vibench.timing import WallClock
+
+    started = time.perf_counter()
+    quiet_library_chatter()
+    # 1. Refuse bad input before spending anything.
+    check_config(cfg)
+    results_dir = records.ensure_writable(cfg.results_dir).resolve()
+    output_dir = records.ensure_writable(cfg.output_dir, "output_dir").resolve()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build("dataset", cfg.dataset)
+    splits = datamodule.load()
+    model = build("model", cfg.model)
+    module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer))
+
+    # 2. Tracking and the trainer.
+    job = job_info()
+    run_id = records.new_run_id()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    name = ",".join(job["overrides"]) or "default"
+    logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
+    clock = WallClock()
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
+    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, checkpoints])
+    record: dict[str, Any] = {
+        "schema": records.SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": "running",
+        "created": records.now(),
+        "method": module.method,
+        "dataset": {"name": datamodule.name, "variant": splits.variant, **datamodule.sizes()},
+        "iw_samples": cfg.iw_samples,
+        "overrides": job["overrides"],
+        "sweep_dir": job["sweep_dir"],
+        "job_num": job["job_num"],
+        "output_dir": str(output_dir),
+        "config": resolved,
+        **records.environment(str(trainer.strategy.root_device)),
+    }
+    try:
+        record["tracking"] = tracking.describe(logger)
+        trainer.fit(module, datamodule=datamodule)
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics = {**module.test_summary, **val}
+        if splits.true_log_prob is not None:
+            metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
+        if cfg.images and splits.image_shape is not None:
+            tracking.log_images(logger, make_images(figures, model, module.guide, splits, cfg), output_dir / "images")
+        record.update(status="completed", metrics=metrics, timing={**clock.summary(), "total_s": round(time.perf_counter() - started, 3)}, epochs=trainer.current_epoch, global_step=trainer.global_step)
+        path = records.write_record(record, results_dir)
+    except BaseException as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing={**clock.summary(), "total_s": round(time.perf_counter() - started, 3)})
+        records.write_record(record, results_dir)
+        raise
+    finally:
+        tracking.finish(logger)
+    print_summary(record, path)
+    return metrics["test/iw_ll"]
+
+
+def quiet_library_chatter() -> None:
+    """Keep the terminal for what matters: no duplicated Lightning log lines, no foreign deprecations."""
+    import logging
+    import warnings
+
+    # Lightning prints through its own handler; Hydra's root handler would print every line again.
+    logging.getLogger("lightning.pytorch").propagate = False
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"The anonymous setting has no effect")
+
+
+def make_images(figures, model, guide, splits, cfg: DictConfig) -> dict:
+    """Reconstructions of 32 random test images, 64 prior samples, and the manifold when latent = 2."""
+    import torch
+
+    model.eval()
+    idx = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(cfg.seed))[:32].to(splits.test.device)
+    images = {
+        "test/reconstructions": figures.reconstructions(model, guide, splits.test[idx], idx, splits.image_shape),
+        "test/samples": figures.samples(model, 64, splits.image_shape),
+    }
+    if cfg.latent == 2:
+        images["test/manifold"] = figures.manifold(model, splits.image_shape)
+    return images
