@@ -17,7 +17,9 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     table.add_column("value", justify="right")
     for key, value in record["metrics"].items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    for key in ("train_s", "test_s", "train_examples_per_s", "total_s"):
+    for key in ("train_s", "inner_s", "test_s", "heldout_fit_s", "gap_s", "train_examples_per_s", "total_s"):
+        if key not in record["timing"]:
+            continue
         table.add_row(f"time/{key}", str(record["timing"].get(key)))
     console.print(table)
     console.print(f"[bold]record[/bold]  {path}", soft_wrap=True)

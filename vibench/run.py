@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> float:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from vibench import figures, tracking
-    from vibench.report_console import print_summary
+    from vibench.report_console import print_error, print_summary
     from vibench.timing import WallClock
 
     started = time.perf_counter()
@@ -76,6 +76,7 @@ def run(cfg: DictConfig) -> float:
     splits = datamodule.load()
     model = build("model", cfg.model)
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer))
+    checkpoint = check_gap_request(cfg, module)
 
     # 2. Tracking and the trainer.
     job = job_info()
@@ -92,6 +93,7 @@ def run(cfg: DictConfig) -> float:
         "status": "running",
         "created": records.now(),
         "method": module.method,
+        "inference": module.describe(),
         "dataset": {"name": datamodule.name, "variant": splits.variant, **datamodule.sizes()},
         "iw_samples": cfg.iw_samples,
         "overrides": job["overrides"],
@@ -103,18 +105,34 @@ def run(cfg: DictConfig) -> float:
     }
     try:
         record["tracking"] = tracking.describe(logger)
-        trainer.fit(module, datamodule=datamodule)
+        if checkpoint is None:
+            trainer.fit(module, datamodule=datamodule)
+        else:
+            module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+            record["gap_checkpoint"] = str(checkpoint)
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**module.test_summary, **val}
+        if cfg.gap.enabled:
+            gap_start = time.perf_counter()
+            gaps = decompose_gaps(module, splits, cfg)
+            module.timing["gap_s"] = time.perf_counter() - gap_start
+            metrics.update(gaps)
+            if logger:
+                logger.log_metrics(gaps)
         if splits.true_log_prob is not None:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
+        record.update(status="completed", metrics=metrics, epochs=trainer.current_epoch, global_step=trainer.global_step)
         if cfg.images and splits.image_shape is not None:
-            tracking.log_images(logger, make_images(figures, model, module.guide, splits, cfg), output_dir / "images")
-        record.update(status="completed", metrics=metrics, timing={**clock.summary(), "total_s": round(time.perf_counter() - started, 3)}, epochs=trainer.current_epoch, global_step=trainer.global_step)
+            try:
+                tracking.log_images(logger, make_images(figures, module, splits, cfg), output_dir / "images")
+            except Exception as e:  # a picture is not worth the metrics already computed
+                record["images_error"] = f"{type(e).__name__}: {e}"
+                print_error(f"images were not logged ({record['images_error']}); the metrics are recorded.")
+        record["timing"] = {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
         path = records.write_record(record, results_dir)
     except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing={**clock.summary(), "total_s": round(time.perf_counter() - started, 3)})
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing={**clock.summary(), **module.timing, "total_s": round(time.perf_counter() - started, 3)})
         records.write_record(record, results_dir)
         raise
     finally:
@@ -134,14 +152,64 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"The anonymous setting has no effect")
 
 
-def make_images(figures, model, guide, splits, cfg: DictConfig) -> dict:
+def check_gap_request(cfg: DictConfig, module) -> Path | None:
+    """Refuse a gap analysis that cannot run, before training; return the checkpoint to analyse, if any."""
+    if not cfg.gap.enabled:
+        return None
+    if module.method != "aevb":
+        raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method}. Use inference=vae (the gap_mnist preset does).")
+    if cfg.gap.checkpoint is None:
+        return None
+    path = Path(cfg.gap.checkpoint).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"gap.checkpoint={cfg.gap.checkpoint} does not exist. Point it at a trained run's checkpoints/last.ckpt (in its output folder).")
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"gap.checkpoint={path} could not be read ({type(e).__name__}: {e}).") from None
+
+
+def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
+    """The gap decomposition on ``gap.n_points`` random test points, in evaluation batches, with progress."""
+    import functools
+
+    import torch
+    from rich.progress import Progress
+
+    from vibench.data.datamodule import random_subset
+    from vibench.evaluation import samples_per_chunk
+    from vibench.gap import gap_decomposition, summarize_gaps
+
+    g = cfg.gap
+    idx = random_subset(torch.arange(len(splits.test)), g.n_points, cfg.seed + 17).to(splits.test.device)
+    optimizer = functools.partial(torch.optim.Adam, lr=g.lr)
+    widths = [m.out_features for m in module.model.decoder.net if isinstance(m, torch.nn.Linear)]
+    parts = []
+    module.eval()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("gap decomposition", total=len(idx))
+        for batch in idx.split(cfg.eval.batch_size):
+            chunk = samples_per_chunk(len(batch), module.model.latent, widths[:-1], widths[-1], cfg.eval.chunk_mib)
+            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience))
+            progress.advance(task, len(batch))
+    return summarize_gaps(parts)
+
+
+def make_images(figures, module, splits, cfg: DictConfig) -> dict:
     """Reconstructions of 32 random test images, 64 prior samples, and the manifold when latent = 2."""
     import torch
 
-    model.eval()
+    model = module.model.eval()
     idx = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(cfg.seed))[:32].to(splits.test.device)
+    posterior = lambda x, i: module.eval_posterior(x, i, "val")  # noqa: E731  (SVI refines q_i for these points)
     images = {
-        "test/reconstructions": figures.reconstructions(model, guide, splits.test[idx], idx, splits.image_shape),
+        "test/reconstructions": figures.reconstructions(model, posterior, splits.test[idx], idx, splits.image_shape),
         "test/samples": figures.samples(model, 64, splits.image_shape),
     }
     if cfg.latent == 2:
