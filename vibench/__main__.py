@@ -1,8 +1,14 @@
-"""``python -m vibench [overrides] [-m] [overrides]``: compose the config with Hydra and run it."""
+"""``python -m vibench [overrides] [-m] [overrides]``: compose the config with Hydra and run it.
+
+Exit codes: 0 success; 2 bad input refused before anything ran (configuration, data, paths,
+W&B set-up; Hydra's own refusals included); 1 a run or a multirun job failed; 143 stopped by
+SIGTERM after saving a checkpoint.
+"""
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -15,6 +21,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Hydra flags that take the next argument as their value.
 _VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+_state = {"task_started": False, "failed_jobs": []}
 
 
 def flags_first(argv: list[str]) -> list[str]:
@@ -41,21 +49,59 @@ def flags_first(argv: list[str]) -> list[str]:
     return flags + overrides
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     from vibench.report_console import print_error
     from vibench.run import run
 
+    _state["task_started"] = True
     try:
         return run(cfg)
-    except VibenchError as e:
-        print_error(str(e))
-        sys.exit(2)
+    except Exception as e:
+        if not _in_multirun():
+            if isinstance(e, VibenchError):
+                print_error(str(e))
+                sys.exit(e.exit_code)
+            raise
+        # In a sweep, one job's failure must not stop the others: its record says what happened.
+        from hydra.core.hydra_config import HydraConfig
+
+        from vibench import records
+        from vibench.run import job_info
+
+        job = f"job {HydraConfig.get().job.num} ({','.join(HydraConfig.get().overrides.task)})"
+        if not isinstance(e, VibenchError):
+            traceback.print_exc()
+        if not getattr(e, "recorded", False):  # refused before training: still leave a record of the job
+            try:
+                records.write_record(records.refused_job_record(cfg, job_info(), e), cfg.results_dir)
+            except Exception:
+                pass  # e.g. the results folder itself is what was wrong
+        print_error(f"{job} failed: {e}")
+        _state["failed_jobs"].append(job)
+        return float("nan")
 
 
 def cli() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
-    main()
+    try:
+        main()
+    except SystemExit as e:
+        if e.code == 1 and not _state["task_started"]:
+            sys.exit(2)  # Hydra refused the command line or could not compose the config
+        raise
+    if _state["failed_jobs"]:
+        from vibench.report_console import print_error
+
+        print_error(f"{len(_state['failed_jobs'])} job(s) of the sweep failed: {'; '.join(_state['failed_jobs'])}. Their records (status failed) say why.")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from vibench.errors import ConfigError
 # Keys of conf/config.yaml's top level (config groups included); tests keep this in sync.
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "beta", "seed", "results_dir", "output_dir",
-    "data", "eval", "images", "gap", "dataset", "model", "inference", "optimizer", "trainer", "logger",
+    "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
 }
 
 
@@ -62,6 +62,9 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.test_subset": _optional(_int(1)),
     "optimizer.lr": _float(0, strict=True),
     "trainer.max_epochs": _int(-1),
+    "checkpoint.every_n_epochs": _optional(_int(1)),
+    "checkpoint.every_n_steps": _optional(_int(1)),
+    "resume": ((lambda v: v is None or isinstance(v, str) and v != ""), "auto, null, or a checkpoint path"),
     "gap.enabled": _BOOL,
     "gap.n_points": _int(1),
     "gap.iw_samples": _int(1),

@@ -2,7 +2,13 @@
 
 
 class VibenchError(Exception):
-    """Something the user can fix (configuration, data, paths); the message says how."""
+    """Something the user can fix (configuration, data, paths); the message says how.
+
+    Printed without a traceback; the process exits with ``exit_code`` (2: bad input, refused
+    before anything ran).
+    """
+
+    exit_code = 2
 
 
 class ConfigError(VibenchError):

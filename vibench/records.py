@@ -100,3 +100,24 @@ def read_record(path: str | Path) -> dict[str, Any]:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def refused_job_record(cfg, job: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """The record of a multirun job refused before it trained, so a sweep's records stay complete."""
+    from omegaconf import OmegaConf
+
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        config = OmegaConf.to_container(cfg, resolve=False)
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": new_run_id(),
+        "status": "failed",
+        "created": now(),
+        "error": f"{type(error).__name__}: {error}",
+        "overrides": job["overrides"],
+        "sweep_dir": job["sweep_dir"],
+        "job_num": job["job_num"],
+        "config": config,
+    }

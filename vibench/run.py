@@ -61,7 +61,10 @@ def run(cfg: DictConfig) -> float:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from vibench import figures, tracking
+    from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm, saved_run_id
     from vibench.report_console import print_error, print_summary
     from vibench.timing import WallClock
 
@@ -78,15 +81,22 @@ def run(cfg: DictConfig) -> float:
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer))
     checkpoint = check_gap_request(cfg, module)
 
-    # 2. Tracking and the trainer.
+    resume_from = find_resume_checkpoint(cfg, output_dir)
+    run_id = (saved_run_id(resume_from) if resume_from else None) or records.new_run_id()
+
+    # 2. Tracking and the trainer; W&B starts here, so its failures also come before training.
     job = job_info()
-    run_id = records.new_run_id()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     name = ",".join(job["overrides"]) or "default"
     logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
+    tracking_info = tracking.describe(logger)
     clock = WallClock()
-    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
-    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, checkpoints])
+    by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
+    # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
+    sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
+    guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
+    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, guard, ResumeState(run_id), sigterm, checkpoints], plugins=[AtomicCheckpointIO()])
     record: dict[str, Any] = {
         "schema": records.SCHEMA_VERSION,
         "run_id": run_id,
@@ -100,13 +110,15 @@ def run(cfg: DictConfig) -> float:
         "sweep_dir": job["sweep_dir"],
         "job_num": job["job_num"],
         "output_dir": str(output_dir),
+        "resumed_from": str(resume_from) if resume_from else None,
         "config": resolved,
+        "tracking": tracking_info,
         **records.environment(str(trainer.strategy.root_device)),
     }
     try:
-        record["tracking"] = tracking.describe(logger)
         if checkpoint is None:
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # and always at the end
         else:
             module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
             record["gap_checkpoint"] = str(checkpoint)
@@ -129,11 +141,19 @@ def run(cfg: DictConfig) -> float:
             except Exception as e:  # a picture is not worth the metrics already computed
                 record["images_error"] = f"{type(e).__name__}: {e}"
                 print_error(f"images were not logged ({record['images_error']}); the metrics are recorded.")
-        record["timing"] = {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
+        record["timing"] = timing(clock, module, started)
         path = records.write_record(record, results_dir)
-    except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing={**clock.summary(), **module.timing, "total_s": round(time.perf_counter() - started, 3)})
+    except SIGTERMException:
+        where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
+        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started))
         records.write_record(record, results_dir)
+        interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
+        interrupted.recorded = True
+        raise interrupted from None
+    except BaseException as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started))
+        records.write_record(record, results_dir)
+        e.recorded = True  # the caller need not write a record of this failure
         raise
     finally:
         tracking.finish(logger)
@@ -150,6 +170,33 @@ def quiet_library_chatter() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The anonymous setting has no effect")
+
+
+class Interrupted(VibenchError):
+    """The run was stopped by SIGTERM after saving a checkpoint (exit code 143, as for SIGTERM)."""
+
+    exit_code = 143
+
+
+def timing(clock, module, started: float) -> dict[str, float]:
+    return {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
+
+
+def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ``resume=PATH`` (a checkpoint, or a run's output folder),
+    ``resume=auto`` (this output folder's ``checkpoints/last.ckpt``, if an interrupted run left one),
+    or none (``resume=null``)."""
+    if cfg.resume is None or cfg.resume is False:
+        return None
+    if cfg.resume == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(str(cfg.resume)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoint at {path}. Give a .ckpt file or a run's output folder holding checkpoints/last.ckpt.")
+    return path
 
 
 def check_gap_request(cfg: DictConfig, module) -> Path | None:

@@ -15,16 +15,42 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
+from vibench.errors import VibenchError
+
 
 def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str) -> Logger | bool:
-    """The logger from ``cfg`` (``False`` for none). W&B gets the resolved config, a group and a name."""
+    """The logger from ``cfg`` (``False`` for none), started, so that its failures come before training.
+
+    W&B gets the resolved config, a group and a name. Online, it must start within
+    ``init_timeout`` seconds; if it cannot (no API key, no network), vibench stops with a message,
+    or continues offline when ``fallback: offline``.
+    """
     if cfg is None:
         return False
-    if str(cfg.get("_target_", "")).endswith("WandbLogger"):
-        # instantiate's own first parameter is called `config`: build a partial, then call it.
-        factory = instantiate(cfg, _partial_=True)
-        return factory(group=cfg.get("group") or group, name=cfg.get("name") or name, id=run_id, config=config)
-    return instantiate(cfg)
+    if not str(cfg.get("_target_", "")).endswith("WandbLogger"):
+        return instantiate(cfg)
+    import wandb
+
+    kwargs = {k: v for k, v in cfg.items() if k not in ("init_timeout", "fallback")}
+    # instantiate's own first parameter is called `config`: build a partial, then call it.
+    factory = instantiate(DictConfig(kwargs), _partial_=True)
+    settings = wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)))
+    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, id=run_id, config=config, settings=settings)
+    try:
+        logger.experiment  # starts the run
+    except Exception as e:  # wandb raises UsageError (no key), CommError (no network), ...
+        wandb.finish(exit_code=1, quiet=True) if wandb.run is not None else None
+        reason = str(e).splitlines()[0].rstrip(".")
+        if cfg.get("fallback") == "offline" and cfg.get("mode") != "offline":
+            from vibench.report_console import print_error
+
+            print_error(f"W&B could not start online ({reason}); continuing offline as logger.fallback=offline asks.")
+            return factory(group=cfg.get("group") or group, name=cfg.get("name") or name, id=run_id, config=config, mode="offline")
+        raise VibenchError(
+            f"W&B could not start in {cfg.get('mode')} mode: {reason}. Run `wandb login` (or set WANDB_API_KEY) and check the network, "
+            "or run offline with logger.mode=offline (upload later with `wandb sync`), or let it fall back with logger.fallback=offline."
+        ) from None
+    return logger
 
 
 def describe(logger: Logger | bool) -> dict[str, Any] | None:

@@ -1,0 +1,116 @@
+"""Fault injection: NaN losses, SIGKILL and resume, SIGTERM, failing jobs in a sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vibench.faults import NonFiniteLoss
+from vibench.methods import AmortizedVI
+from vibench.records import read_record
+from vibench.run import run
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def records_in(folder):
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_nan_loss_stops_the_run_names_the_step_and_records_failure(compose_cfg, tmp_path, monkeypatch):
+    real = AmortizedVI.training_loss
+
+    def poisoned(self, x, q):
+        loss = real(self, x, q)
+        return loss * float("nan") if self.global_step >= 3 else loss
+
+    monkeypatch.setattr(AmortizedVI, "training_loss", poisoned)
+    cfg = compose_cfg("trainer.max_epochs=3", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=2", "logger=none")
+    with pytest.raises(NonFiniteLoss) as e:
+        run(cfg)
+    msg = str(e.value)
+    assert "NaN or infinite at step 3" in msg and "last good checkpoint is" in msg and "last.ckpt" in msg
+    (rec,) = records_in(tmp_path / "runs")
+    assert rec["status"] == "failed" and "NaN or infinite at step 3" in rec["error"] and "metrics" not in rec
+    # the checkpoint on disk predates the NaN: it was not overwritten with poisoned weights
+    ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] <= 3 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def train_cmd(tmp_path, out, runs, *extra):
+    return [sys.executable, "-m", "vibench", "dataset.batch_size=10", "trainer.max_epochs=8", "checkpoint.every_n_steps=7", "iw_samples=50",
+            "logger=none", "images=false", "trainer.deterministic=true", f"hydra.run.dir={out}", f"results_dir={runs}", *extra]
+
+
+def checkpoint_step(path) -> int:
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")["global_step"]
+    except Exception:
+        return -1
+
+
+def start_and_wait_for_checkpoint(cmd, ckpt, min_step: int, cwd) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file() and checkpoint_step(ckpt) >= min_step:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no checkpoint at step >= {min_step} appeared; stderr: {proc.stderr.read()[-2000:]}")
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    # 1297 digits / batch 10 = 130 steps per epoch; checkpoints every 7 steps fall mid-epoch.
+    reference = subprocess.run(train_cmd(tmp_path, tmp_path / "ref", tmp_path / "ref_runs"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out, runs = tmp_path / "killed", tmp_path / "killed_runs"
+    proc = start_and_wait_for_checkpoint(train_cmd(tmp_path, out, runs), out / "checkpoints" / "last.ckpt", 300, tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_step(out / "checkpoints" / "last.ckpt")
+    assert 300 <= killed_at < 1040 and killed_at % 130 != 0  # mid-epoch, before the end
+    assert not list(runs.glob("*.json"))  # SIGKILL: nothing finished, nothing recorded
+    resumed = subprocess.run(train_cmd(tmp_path, out, runs), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (ref,) = records_in(tmp_path / "ref_runs")
+    (res,) = records_in(runs)
+    assert res["resumed_from"].endswith("last.ckpt") and res["global_step"] == ref["global_step"] == 1040
+    # CPU, one thread, deterministic: the same batches and the same noise, so the same numbers.
+    for key in ("test/elbo", "test/iw_ll", "test/kl", "val/elbo"):
+        assert res["metrics"][key] == pytest.approx(ref["metrics"][key], abs=1e-6), key
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out, runs = tmp_path / "run", tmp_path / "runs"
+    cmd = train_cmd(tmp_path, out, runs, "trainer.max_epochs=50", "checkpoint.every_n_steps=null")
+    proc = start_and_wait_for_checkpoint(cmd, out / "checkpoints" / "last.ckpt", 130, tmp_path)  # after epoch 1
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM at step" in stderr and "resume=" in stderr and "Traceback" not in stderr
+    step = checkpoint_step(out / "checkpoints" / "last.ckpt")
+    (rec,) = records_in(runs)
+    assert rec["status"] == "interrupted" and f"SIGTERM at step {step}" in rec["error"]
+    assert step > 130 and step % 130 != 0  # saved where it stopped, not at the last epoch end
+
+
+def test_multirun_with_a_failing_job_finishes_the_others(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "vibench", "-m", "latent=2,3,0,4", "trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"results_dir={tmp_path / 'runs'}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 1
+    assert "1 job(s) of the sweep failed" in r.stderr and "latent=0" in r.stderr
+    recs = {rec["config"]["latent"]: rec for rec in records_in(tmp_path / "runs")}
+    assert sorted(recs) == [0, 2, 3, 4]
+    assert [recs[k]["status"] for k in (2, 3, 4)] == ["completed"] * 3
+    assert recs[0]["status"] == "failed" and "latent must be an integer >= 1" in recs[0]["error"] and recs[0]["job_num"] == 2

@@ -1,0 +1,127 @@
+"""Surviving faults: atomic checkpoints, SIGTERM saves, exact resume, and non-finite losses.
+
+- :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file and renames it into
+  place, so a SIGKILL mid-write never leaves a truncated ``last.ckpt``.
+- :class:`ResumeState` stores what Lightning does not: the torch RNG states (reparameterization
+  noise, dynamic binarization) and the vibench run id (so a resumed run continues the same W&B
+  run and record id). With the stateful batch iterator (:class:`vibench.data.IndexBatches`), a run
+  resumed from a mid-epoch checkpoint replays exactly the batches and noise it would have seen.
+- :class:`SaveOnSigterm`: SLURM sends SIGTERM before preemption; Lightning stops at the end of
+  the current batch and this callback saves a checkpoint there.
+- :class:`NonFiniteGuard` stops a run whose loss turns NaN or infinite, naming the step and the
+  last good checkpoint, and refuses to save a checkpoint after it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from vibench.errors import VibenchError
+
+
+class NonFiniteLoss(VibenchError):
+    """The training loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class ResumeState(L.Callback):
+    """Saves and restores the RNG states and the run id with every checkpoint."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"run_id": self.run_id, "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state["run_id"]
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def saved_run_id(checkpoint: Path) -> str | None:
+    """The vibench run id stored in a checkpoint by :class:`ResumeState` (``None`` if absent)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("ResumeState") and isinstance(state, dict):
+            return state.get("run_id")
+    return None
+
+
+class SaveOnSigterm(L.Callback):
+    """On SIGTERM (Lightning raises at the end of the current batch), save a checkpoint to resume from."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            self.saved = self.path
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops training at the first non-finite loss.
+
+    The check costs a host sync, so it runs every ``every`` steps and before every checkpoint;
+    non-finite steps in between are remembered on the device (no sync) and reported by number.
+    """
+
+    def __init__(self, checkpoint_callback=None, every: int = 1):
+        self.every, self.checkpoint_callback = max(1, every), checkpoint_callback
+        self._first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        step = trainer.global_step - 1  # the step's own index (global_step was incremented by its optimizer step)
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), torch.tensor(step, device=loss.device), self._first_bad)
+        if trainer.global_step % self.every == 0:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)
+
+    def check(self, trainer) -> None:
+        if self._first_bad is None or int(self._first_bad) < 0:
+            return
+        last = getattr(self.checkpoint_callback, "best_model_path", "") or None  # with no monitor: the latest save
+        where = f"The last good checkpoint is {last}." if last else "No checkpoint was saved before it."
+        raise NonFiniteLoss(
+            f"the training loss became NaN or infinite at step {int(self._first_bad)}; training stopped and no result was recorded as valid. {where} "
+            "Lower optimizer.lr, check the data, or resume from the checkpoint with resume=PATH."
+        )
