@@ -136,8 +136,24 @@ def _check_target(node: DictConfig, target: str, path: str) -> None:
             raise ConfigError(f"{path}.{key} is not a setting of {target}.{_suggest(str(key), allowed)} Settings of {path}: {', '.join(allowed)}.")
 
 
+def check_learning_rates(node: Any, path: str = "") -> None:
+    """Every ``lr`` anywhere in the config (model, inner and held-out optimizers) must be a number > 0."""
+    if not isinstance(node, DictConfig):
+        return
+    for key in node.keys():
+        child = node._get_node(key)
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(child, DictConfig):
+            check_learning_rates(child, where)
+        elif key == "lr":
+            value = node[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{where}={value!r} is not valid: a learning rate must be a number > 0, e.g. {where}=1e-3.")
+
+
 def check_config(cfg: DictConfig) -> None:
     """All checks; raises :class:`ConfigError` with a message meant for the user."""
     check_top_level(cfg)
     check_scalars(cfg)
+    check_learning_rates(cfg)
     check_targets(cfg)
