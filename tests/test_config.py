@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
 from vibench.__main__ import flags_first
 from vibench.config_checks import TOP_LEVEL, check_config
 from vibench.errors import ConfigError

@@ -14,7 +14,6 @@ import torch
 
 from vibench.faults import NonFiniteLoss
 from vibench.methods import AmortizedVI
-from vibench.records import read_record
 from vibench.run import run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

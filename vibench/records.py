@@ -7,7 +7,6 @@ plain float under a stable ``stage/quantity`` name.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import secrets
 import subprocess
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vibench.atomic import atomic_write
 from vibench.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -76,21 +76,8 @@ def environment(device: str) -> dict[str, Any]:
 
 def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
     """Write ``record`` to ``<results_dir>/<run_id>.json`` atomically (temp file, fsync, rename)."""
-    folder = Path(results_dir).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record['run_id']}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    path = Path(results_dir).expanduser() / f"{record['run_id']}.json"
+    return atomic_write(path, lambda f: f.write((json.dumps(record, indent=2, default=str) + "\n").encode()))
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
