@@ -40,7 +40,10 @@ CASES = [
     # out of range
     (["latent=0"], "latent must be an integer >= 1"),
     (["iw_samples=0"], "iw_samples must be an integer >= 1"),
-    (["beta=-0.5"], "beta must be a number >= 0"),
+    (["annealing=constant", "annealing.fn.beta=-0.5"], "annealing.fn.beta must be a number >= 0"),
+    (["annealing=cyclical", "annealing.fn.ratio=2"], "annealing.fn.ratio must be a number in [0, 1]"),
+    (["annealing=linear", "annealing.per=minutes"], "annealing.per must be steps or epochs"),
+    (["objective=iwae", "annealing=linear"], "KL annealing does not apply: use annealing=none"),
     (["eval.chunk_mib=0"], "eval.chunk_mib must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr must be a number > 0"),
     (["inference=svi", "inference.inner_optimizer.lr=-1"], "inference.inner_optimizer.lr=-1 is not valid: a learning rate must be a number > 0"),

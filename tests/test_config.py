@@ -40,7 +40,9 @@ def test_aevb_mnist_preset_pins_kingma_welling_setting(compose_cfg):
         ("latent=2.5", "latent must be an integer >= 1"),
         ("mc_samples=0", "mc_samples must be an integer >= 1"),
         ("iw_samples=-3", "iw_samples must be an integer >= 1"),
-        ("beta=-1", "beta must be a number >= 0"),
+        ("annealing=constant annealing.fn.beta=-1", "annealing.fn.beta must be a number >= 0"),
+        ("annealing=cyclical annealing.fn.ratio=1.5", "annealing.fn.ratio must be a number in [0, 1]"),
+        ("objective.name=vimco", "objective.name must be elbo or iwae"),
         ("optimizer.lr=0", "optimizer.lr must be a number > 0"),
         ("eval.chunk_mib=0", "eval.chunk_mib must be a number > 0"),
         ("analytic_kl=maybe", "analytic_kl must be true or false"),
@@ -53,7 +55,7 @@ def test_aevb_mnist_preset_pins_kingma_welling_setting(compose_cfg):
 )
 def test_bad_values_are_refused_with_the_key_named(compose_cfg, override, fragment):
     with pytest.raises(ConfigError) as e:
-        check_config(compose_cfg(override))
+        check_config(compose_cfg(*override.split()))
     assert fragment in str(e.value)
 
 

@@ -89,8 +89,26 @@ def main(cfg: DictConfig) -> float:
         return float("nan")
 
 
+def refuse_ddp_sweep(argv: list[str]) -> str | None:
+    """The message refusing ``-m`` together with DDP on the command line, before any job starts."""
+    if not ({"-m", "--multirun"} & set(argv)):
+        return None
+    if any(a.lstrip("+") in ("trainer=ddp",) or a.lstrip("+").startswith("trainer.strategy=ddp") for a in argv):
+        return (
+            "trainer=ddp runs one job across several devices and cannot be combined with -m: Lightning re-launches the command line "
+            "for each rank, which would re-run the sweep. To sweep, give each job one device with hydra/launcher=local_parallel "
+            "(one machine) or hydra/launcher=slurm (a cluster); use trainer=ddp for a single large run, without -m."
+        )
+    return None
+
+
 def cli() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
+    if message := refuse_ddp_sweep(sys.argv[1:]):
+        from vibench.report_console import print_error
+
+        print_error(message)
+        sys.exit(2)
     try:
         main()
     except SystemExit as e:

@@ -21,7 +21,7 @@ from vibench.errors import ConfigError
 
 # Keys of conf/config.yaml's top level (config groups included); tests keep this in sync.
 TOP_LEVEL = {
-    "latent", "mc_samples", "iw_samples", "analytic_kl", "beta", "seed", "results_dir", "output_dir",
+    "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
 }
 
@@ -37,6 +37,11 @@ def _float(minimum: float, strict: bool) -> tuple[Callable[[Any], bool], str]:
     return ok, desc
 
 
+def _unit() -> tuple[Callable[[Any], bool], str]:
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1  # noqa: E731
+    return ok, "a number in [0, 1]"
+
+
 def _optional(check: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v is None or check[0](v)), f"null or {check[1]}"
 
@@ -50,7 +55,18 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mc_samples": _int(1),
     "iw_samples": _int(1),
     "analytic_kl": _BOOL,
-    "beta": _float(0, strict=False),
+    "objective.name": ((lambda v: v in ("elbo", "iwae")), "elbo or iwae"),
+    "objective.samples": _int(1),
+    "objective.estimator": ((lambda v: v in ("reparam", "score")), "reparam or score"),
+    "annealing.per": ((lambda v: v in ("steps", "epochs")), "steps or epochs"),
+    "annealing.fn.beta": _float(0, strict=False),
+    "annealing.fn.warmup": _float(0, strict=False),
+    "annealing.fn.start": _unit(),
+    "annealing.fn.end": _unit(),
+    "annealing.fn.k": _float(0, strict=True),
+    "annealing.fn.total": _float(0, strict=True),
+    "annealing.fn.cycles": _int(1),
+    "annealing.fn.ratio": _unit(),
     "seed": _int(0),
     "results_dir": _STR,
     "images": _BOOL,
@@ -65,6 +81,9 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint.every_n_epochs": _optional(_int(1)),
     "checkpoint.every_n_steps": _optional(_int(1)),
     "resume": ((lambda v: v is None or isinstance(v, str) and v != ""), "auto, null, or a checkpoint path"),
+    "diagnostics.grad_variance.enabled": _BOOL,
+    "diagnostics.grad_variance.repeats": _int(2),
+    "diagnostics.grad_variance.n_points": _int(1),
     "gap.enabled": _BOOL,
     "gap.n_points": _int(1),
     "gap.iw_samples": _int(1),
@@ -74,6 +93,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gap.patience": _int(0),
     "gap.max_steps": _int(1),
     "inference.inner_steps": _int(0),
+    "inference.inner_grad_clip": _optional(_float(0, strict=True)),
     "inference.flavour": ((lambda v: v in ("persistent", "reset", "encoder")), "one of persistent, reset, encoder"),
 }
 

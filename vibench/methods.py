@@ -13,6 +13,7 @@ Metric keys are ``stage/quantity``. The KL-weighted training loss is logged as `
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -25,9 +26,12 @@ from vibench.evaluation import evaluate_batch, samples_per_chunk, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
-from vibench.objectives import kl_estimate
+from vibench.objectives import iw_bound, kl_estimate, log_weights
+from vibench.schedules import KLSchedule, constant
 
 FLAVOURS = ("persistent", "reset", "encoder")
+OBJECTIVES = ("elbo", "iwae")
+ESTIMATORS = ("reparam", "score")
 
 
 class AmortizedVI(L.LightningModule):
@@ -46,18 +50,27 @@ class AmortizedVI(L.LightningModule):
 
     method = "aevb"
 
-    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, mc_samples: int = 1, analytic_kl: bool = True, beta: float = 1.0, iw_samples: int = 1000, eval_chunk_mib: float = 16.0):
+    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0):
         super().__init__()
         self.model, self.guide, self.optimizer_factory = model, guide, optimizer
-        self.mc_samples, self.analytic_kl, self.beta = mc_samples, analytic_kl, beta
+        self.objective = dict(objective or {"name": "elbo", "samples": mc_samples, "estimator": "reparam"})
+        if self.objective["name"] not in OBJECTIVES or self.objective["estimator"] not in ESTIMATORS:
+            raise ValueError(f"objective {self.objective} is not supported: name in {OBJECTIVES}, estimator in {ESTIMATORS}")
+        if self.objective["name"] == "iwae" and self.objective["estimator"] != "reparam":
+            raise ValueError("objective.name=iwae trains with reparameterized gradients only: use objective.estimator=reparam")
+        self.annealing = annealing or KLSchedule(functools.partial(constant, beta=1.0))
+        if self.objective["name"] == "iwae" and self.annealing.describe() != {"name": "constant", "beta": 1.0, "per": self.annealing.per}:
+            raise ValueError("objective=iwae trains on the importance-weighted bound, to which KL annealing does not apply: use annealing=none")
+        self.mc_samples, self.analytic_kl = mc_samples, analytic_kl
         self.iw_samples, self.eval_chunk_mib = iw_samples, eval_chunk_mib
+        self.register_buffer("score_baseline", torch.zeros(()))  # running mean for the score-function estimator at L = 1
         self.test_summary: dict[str, float] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
 
     def describe(self) -> dict:
         """What ran, for the run record."""
-        return {"method": self.method, "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl, "beta": self.beta}
+        return {"method": self.method, "objective": self.objective, "annealing": self.annealing.describe(), "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl}
 
     # --- where q comes from: the only thing the methods disagree on -------------------------
     def train_posterior(self, x: torch.Tensor, idx: torch.Tensor) -> Distribution:
@@ -74,14 +87,54 @@ class AmortizedVI(L.LightningModule):
         kl = kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
         return recon, kl
 
+    def beta(self) -> float:
+        steps_per_epoch = self.trainer.num_training_batches if self._trainer is not None else 1
+        return self.annealing(self.global_step, int(steps_per_epoch) if steps_per_epoch != float("inf") else 1)
+
     def training_loss(self, x: torch.Tensor, q: Distribution) -> torch.Tensor:
-        recon, kl = self.elbo_terms(x, q, self.mc_samples)
-        loss = -(recon - self.beta * kl).mean()
-        self.log_dict(
-            {"train/loss": loss, "train/elbo": (recon - kl).mean(), "train/kl": kl.mean(), "train/recon": recon.mean(), "train/beta": float(self.beta)},
-            on_step=True, on_epoch=True, batch_size=len(x),
-        )
+        """The training objective for a batch; logs ``train/loss`` (what is minimized), ``train/elbo``
+        (beta = 1), ``train/kl``, ``train/recon``, ``train/beta`` and, for IWAE, ``train/iw_bound``."""
+        name, samples, estimator = self.objective["name"], self.objective["samples"], self.objective["estimator"]
+        beta = self.beta()
+        logs = {}
+        if name == "iwae":
+            z = q.rsample((samples,))
+            log_px_z, log_pz = self.model.log_joint_terms(x, z)
+            log_w = log_weights(log_px_z, log_pz, q.log_prob(z))
+            bound = iw_bound(log_w)
+            loss = -bound.mean()
+            recon, kl = log_px_z.mean(0), kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
+            logs["train/iw_bound"] = bound.mean()
+        elif estimator == "reparam":
+            recon, kl = self.elbo_terms(x, q, samples)
+            loss = -(recon - beta * kl).mean()
+        else:
+            recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
+            loss = -(recon - beta * kl + surrogate).mean()
+        logs.update({"train/loss": loss, "train/elbo": (recon - kl).mean(), "train/kl": kl.mean(), "train/recon": recon.mean(), "train/beta": beta})
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
+
+    def score_function_terms(self, x: torch.Tensor, q: Distribution, samples: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """REINFORCE: ``(recon, kl, surrogate)`` with ``grad surrogate = E_q[(f(z) - b) grad log q(z)]``.
+
+        z is sampled without reparameterization, so the encoder learns only through the surrogate
+        (and the analytic KL). ``f = log p(x|z)`` with analytic KL, else ``log p(x|z) - beta (log q - log p)``.
+        The baseline b is the mean of the other samples' f (leave-one-out) when L > 1, else a running
+        mean of f over batches (Williams 1992; Mnih & Gregor 2014). The surrogate's value is 0 in expectation.
+        """
+        z = q.sample((samples,))
+        log_px_z, log_pz = self.model.log_joint_terms(x, z)
+        log_qz = q.log_prob(z)
+        kl = kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
+        f = (log_px_z if self.analytic_kl else log_px_z - beta * (log_qz - log_pz)).detach()
+        if samples > 1:
+            baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
+        else:
+            baseline = self.score_baseline
+            self.score_baseline.mul_(0.9).add_(0.1 * f.mean())
+        surrogate = ((f - baseline) * log_qz).mean(0)
+        return log_px_z.mean(0), kl, surrogate
 
     def training_step(self, batch, batch_idx):
         x, idx = batch
@@ -90,7 +143,7 @@ class AmortizedVI(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, idx = batch
         recon, kl = self.elbo_terms(x, self.eval_posterior(x, idx, "val"), self.mc_samples)
-        self.log("val/elbo", (recon - kl).mean(), on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("val/elbo", (recon - kl).mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._test_parts = []
@@ -104,11 +157,19 @@ class AmortizedVI(L.LightningModule):
         marginal = self.model.exact_marginal()
         if marginal is not None:
             parts["exact_ll"] = marginal.log_prob(x)
+        parts["idx"] = idx
         self._test_parts.append(parts)
 
     def on_test_epoch_end(self) -> None:
-        per_point = {k: torch.cat([p[k] for p in self._test_parts]).cpu() for k in self._test_parts[0]}
+        per_point = {k: torch.cat([p[k] for p in self._test_parts]) for k in self._test_parts[0]}
         self._test_parts = []
+        if self.trainer.world_size > 1:  # every rank evaluated a share (padded): gather, drop duplicates
+            per_point = {k: self.all_gather(v).flatten(0, 1) for k, v in per_point.items()}
+            order = torch.argsort(per_point["idx"], stable=True)
+            ids = per_point["idx"][order]
+            first = torch.cat([torch.ones(1, dtype=torch.bool, device=ids.device), ids[1:] != ids[:-1]])
+            per_point = {k: v[order[first]] for k, v in per_point.items()}
+        per_point = {k: v.cpu() for k, v in per_point.items() if k != "idx"}
         self.test_summary = summarize(per_point, "test")
         self.log_dict({k: float(v) for k, v in self.test_summary.items()})
 
@@ -142,11 +203,11 @@ class LocalVI(AmortizedVI):
 
     method = "svi"
 
-    def __init__(self, model: GenerativeModel, optimizer: Callable, inner_optimizer: Callable, heldout: dict, flavour: str = "persistent", inner_steps: int = 20, guide: nn.Module | None = None, **kwargs):
+    def __init__(self, model: GenerativeModel, optimizer: Callable, inner_optimizer: Callable, heldout: dict, flavour: str = "persistent", inner_steps: int = 20, inner_grad_clip: float | None = 5.0, guide: nn.Module | None = None, **kwargs):
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour={flavour!r} is not one of {FLAVOURS}")
         super().__init__(model, guide if flavour == "encoder" else None, optimizer, **kwargs)
-        self.flavour, self.inner_steps, self.inner_optimizer = flavour, inner_steps, inner_optimizer
+        self.flavour, self.inner_steps, self.inner_optimizer, self.inner_grad_clip = flavour, inner_steps, inner_optimizer, inner_grad_clip
         self.heldout = dict(heldout)
         self.local: LocalGaussian | None = None
         self.heldout_steps: list[int] = []
@@ -158,7 +219,7 @@ class LocalVI(AmortizedVI):
         heldout = {k: v for k, v in self.heldout.items() if k != "optimizer"}
         h_opt = self.heldout["optimizer"]
         heldout["optimizer"] = {"name": getattr(h_opt, "func", h_opt).__name__, **getattr(h_opt, "keywords", {})}
-        return {**super().describe(), "svi_flavour": self.flavour, "inner_steps": self.inner_steps, "inner_optimizer": inner, "heldout": heldout}
+        return {**super().describe(), "svi_flavour": self.flavour, "inner_steps": self.inner_steps, "inner_optimizer": inner, "inner_grad_clip": self.inner_grad_clip, "heldout": heldout}
 
     def setup(self, stage: str) -> None:
         if self.flavour == "persistent" and self.local is None:
@@ -174,7 +235,7 @@ class LocalVI(AmortizedVI):
 
     def train_posterior(self, x, idx):
         start = time.perf_counter()
-        params = refine(self.model, x, self.initial_params(x, idx, "train"), self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl)
+        params = refine(self.model, x, self.initial_params(x, idx, "train"), self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl, self.inner_grad_clip)
         self._clock("inner_s", start)
         if self.flavour == "persistent":
             self.local.write(idx, params)
@@ -183,7 +244,7 @@ class LocalVI(AmortizedVI):
     def eval_posterior(self, x, idx, stage):
         init = self.initial_params(x, idx, stage)
         if stage == "val":
-            return gaussian(refine(self.model, x, init, self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl))
+            return gaussian(refine(self.model, x, init, self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl, self.inner_grad_clip))
         start = time.perf_counter()
         h = self.heldout
         params, steps = fit_heldout(self.model, x, init, h["optimizer"], h["samples"], h["max_steps"], h["window"], h["patience"], self.analytic_kl)

@@ -80,12 +80,16 @@ def run(cfg: DictConfig) -> float:
     model = build("model", cfg.model)
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer))
     checkpoint = check_gap_request(cfg, module)
+    if cfg.diagnostics.grad_variance.enabled and module.guide is None:
+        raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference.flavour=encoder.")
 
+    job = job_info()
+    check_distribution(cfg, job)
+    trainer_overrides = pin_parallel_job(job)
     resume_from = find_resume_checkpoint(cfg, output_dir)
     run_id = (saved_run_id(resume_from) if resume_from else None) or records.new_run_id()
 
     # 2. Tracking and the trainer; W&B starts here, so its failures also come before training.
-    job = job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     name = ",".join(job["overrides"]) or "default"
     logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
@@ -96,7 +100,7 @@ def run(cfg: DictConfig) -> float:
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
-    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, guard, ResumeState(run_id), sigterm, checkpoints], plugins=[AtomicCheckpointIO()])
+    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, guard, ResumeState(run_id), sigterm, checkpoints], plugins=[AtomicCheckpointIO()], **trainer_overrides)
     record: dict[str, Any] = {
         "schema": records.SCHEMA_VERSION,
         "run_id": run_id,
@@ -125,6 +129,8 @@ def run(cfg: DictConfig) -> float:
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**module.test_summary, **val}
+        if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
+            return metrics["test/iw_ll"]
         if cfg.gap.enabled:
             gap_start = time.perf_counter()
             gaps = decompose_gaps(module, splits, cfg)
@@ -132,6 +138,11 @@ def run(cfg: DictConfig) -> float:
             metrics.update(gaps)
             if logger:
                 logger.log_metrics(gaps)
+        if cfg.diagnostics.grad_variance.enabled:
+            variances = gradient_variances(module, splits, cfg)
+            metrics.update(variances)
+            if logger:
+                logger.log_metrics(variances)
         if splits.true_log_prob is not None:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
         record.update(status="completed", metrics=metrics, epochs=trainer.current_epoch, global_step=trainer.global_step)
@@ -144,6 +155,8 @@ def run(cfg: DictConfig) -> float:
         record["timing"] = timing(clock, module, started)
         path = records.write_record(record, results_dir)
     except SIGTERMException:
+        if not trainer.is_global_zero:
+            raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
         record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started))
         records.write_record(record, results_dir)
@@ -151,6 +164,8 @@ def run(cfg: DictConfig) -> float:
         interrupted.recorded = True
         raise interrupted from None
     except BaseException as e:
+        if not trainer.is_global_zero:
+            raise
         record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started))
         records.write_record(record, results_dir)
         e.recorded = True  # the caller need not write a record of this failure
@@ -180,6 +195,35 @@ class Interrupted(VibenchError):
 
 def timing(clock, module, started: float) -> dict[str, float]:
     return {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
+
+
+def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:
+    """Refuse DDP inside a multirun: Lightning re-launches the command line for each rank, so every
+    rank would run the whole sweep (Lightning issue 11300)."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if job["multirun"] and strategy.startswith("ddp"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} (trainer=ddp) runs one job across several devices and cannot be combined with -m: "
+            "Lightning re-launches the command line for each rank, which would re-run the sweep. "
+            "To sweep, give each job one device: hydra/launcher=local_parallel (one machine) or hydra/launcher=slurm (a cluster); "
+            "use trainer=ddp for a single large run, without -m."
+        )
+
+
+def pin_parallel_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Jobs run side by side by a parallel launcher each get one device: GPU ``job_num mod #GPUs``,
+    or the CPU with one torch thread (two multi-threaded torch processes on the same cores slow
+    each other several-fold). Hydra's joblib launcher assigns no devices itself."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not job["multirun"] or "Joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return {}
+    import torch
+
+    if torch.cuda.is_available():
+        return {"accelerator": "gpu", "devices": [job["job_num"] % torch.cuda.device_count()]}
+    torch.set_num_threads(1)
+    return {"accelerator": "cpu", "devices": 1}
 
 
 def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
@@ -246,6 +290,23 @@ def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
             parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience))
             progress.advance(task, len(batch))
     return summarize_gaps(parts)
+
+
+def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
+    """``gradvar/<estimator>_L<L>``: total variance of the encoder-gradient estimate on random test points."""
+    import torch
+
+    from vibench.data.datamodule import random_subset
+    from vibench.diagnostics import encoder_gradient_variance
+
+    d = cfg.diagnostics.grad_variance
+    idx = random_subset(torch.arange(len(splits.test)), d.n_points, cfg.seed + 23).to(splits.test.device)
+    out = {}
+    for estimator in ("reparam", "score"):
+        for samples in d.samples:
+            v = encoder_gradient_variance(module, splits.test[idx], idx, estimator, int(samples), d.repeats)
+            out[f"gradvar/{estimator}_L{samples}"] = v["variance"]
+    return out
 
 
 def make_images(figures, module, splits, cfg: DictConfig) -> dict:

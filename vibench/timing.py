@@ -18,7 +18,7 @@ class WallClock(L.Callback):
 
     def __init__(self) -> None:
         self.fit_s = self.val_s = self.test_s = 0.0
-        self.train_examples = 0
+        self.train_examples, self.world_size = 0, 1
         self._t: dict[str, float] = {}
 
     def _start(self, key: str, pl_module) -> None:
@@ -30,6 +30,7 @@ class WallClock(L.Callback):
         return time.perf_counter() - self._t.pop(key, time.perf_counter())
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self.world_size = trainer.world_size  # each rank sees its share: count them all
         self._start("fit", pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -48,7 +49,7 @@ class WallClock(L.Callback):
         self.test_s += self._stop("test", pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.train_examples += len(batch[0])
+        self.train_examples += len(batch[0]) * self.world_size
 
     def summary(self) -> dict[str, float]:
         train_s = max(self.fit_s - self.val_s, 0.0)

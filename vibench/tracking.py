@@ -55,6 +55,10 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
 
 def describe(logger: Logger | bool) -> dict[str, Any] | None:
     """Where the logger wrote, for the run record and the final message."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None  # DDP ranks > 0 log nothing; rank 0 holds the one W&B run
     if isinstance(logger, WandbLogger):
         run = logger.experiment
         mode = "offline" if run.settings._offline else "online"

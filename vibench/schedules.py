@@ -1,0 +1,69 @@
+"""KL-annealing schedules: the weight beta on KL(q || p) as a pure function of training time t.
+
+``t`` is in steps or epochs (fractional), as the schedule's config says (``per``). While
+beta < 1 the training loss is not a bound on log p(x): vibench logs it as ``train/loss`` and the
+true ELBO (beta = 1) as ``train/elbo``.
+
+References
+----------
+[1] C. K. Sønderby et al. Ladder Variational Autoencoders. NeurIPS 2016 (linear warm-up).
+[2] S. R. Bowman et al. Generating Sentences from a Continuous Space. CoNLL 2016 (logistic).
+[3] H. Fu et al. Cyclical Annealing Schedule. NAACL 2019 (cyclical: M cycles, rising ratio R).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def constant(t: float, beta: float = 1.0) -> float:
+    """beta at every t (beta = 1: no annealing; other values: the beta-VAE / rate-distortion view)."""
+    return beta
+
+
+def linear(t: float, warmup: float, start: float = 0.0, end: float = 1.0) -> float:
+    """From ``start`` at t = 0 to ``end`` at t = ``warmup``, then constant ([1])."""
+    if warmup <= 0:
+        return end
+    return start + (end - start) * min(1.0, max(0.0, t / warmup))
+
+
+def logistic(t: float, k: float = 0.0025, t0: float = 2500.0) -> float:
+    """``1 / (1 + exp(-k (t - t0)))`` ([2]; k = 0.0025, t0 = 2500 steps in common use)."""
+    x = -k * (t - t0)
+    return 0.0 if x > 700 else 1.0 / (1.0 + math.exp(x))
+
+
+def cyclical(t: float, total: float, cycles: int = 4, ratio: float = 0.5) -> float:
+    """``cycles`` cycles over ``total``; within each, beta rises linearly over the first ``ratio``
+    of the cycle from 0 to 1, then stays at 1 ([3], defaults M = 4, R = 0.5). After ``total``: 1."""
+    if t >= total:
+        return 1.0
+    period = total / cycles
+    tau = (t % period) / period
+    return min(1.0, tau / ratio) if ratio > 0 else 1.0
+
+
+@dataclass
+class KLSchedule:
+    """A schedule ``fn(t)`` (a Hydra ``_partial_`` of a function above) and its time unit.
+
+    ``per="steps"``: t = the global step; ``per="epochs"``: t = step / steps per epoch.
+    """
+
+    fn: Callable[[float], float]
+    per: str = "steps"
+
+    def __post_init__(self) -> None:
+        if self.per not in ("steps", "epochs"):
+            raise ValueError(f"per={self.per!r} must be 'steps' or 'epochs'")
+
+    def __call__(self, step: int, steps_per_epoch: int) -> float:
+        t = step if self.per == "steps" else step / max(1, steps_per_epoch)
+        return float(self.fn(t))
+
+    def describe(self) -> dict:
+        fn = self.fn
+        return {"name": getattr(getattr(fn, "func", fn), "__name__", str(fn)), **getattr(fn, "keywords", {}), "per": self.per}
