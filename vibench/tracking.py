@@ -7,6 +7,7 @@ in the task's ``finally`` so the next job of a multirun opens its own.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
     # instantiate's own first parameter is called `config`: build a partial, then call it.
     factory = instantiate(DictConfig(kwargs), _partial_=True)
     settings = wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)))
-    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, id=run_id, config=config, settings=settings)
+    ids = {"id": run_id}
+    if sweep := os.environ.get("WANDB_SWEEP_ID"):  # under `wandb agent`: the agent names the run; group by sweep
+        ids, group = {}, group or f"wandb-sweep-{sweep}"
+    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, settings=settings, **ids)
     try:
         logger.experiment  # starts the run
     except Exception as e:  # wandb raises UsageError (no key), CommError (no network), ...
@@ -45,7 +49,7 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
             from vibench.report_console import print_error
 
             print_error(f"W&B could not start online ({reason}); continuing offline as logger.fallback=offline asks.")
-            return factory(group=cfg.get("group") or group, name=cfg.get("name") or name, id=run_id, config=config, mode="offline")
+            return factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, mode="offline", **ids)
         raise VibenchError(
             f"W&B could not start in {cfg.get('mode')} mode: {reason}. Run `wandb login` (or set WANDB_API_KEY) and check the network, "
             "or run offline with logger.mode=offline (upload later with `wandb sync`), or let it fall back with logger.fallback=offline."
