@@ -1,0 +1,111 @@
+"""Regression checks: verdicts and exit codes against known references, and CI's baseline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from vibench.check import main as check_main
+from vibench.references import Reference, check, compare, load_references, record_keys
+from tests.conftest import REPO
+
+REF = Reference(id="toy", source="a test", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=1.0, min_epochs=10,
+                match={"variant": "static_binarized_mnist", "latent": 20, "iw_samples": 5000})
+
+
+def record(iw_ll: float, stderr: float = 0.25, **changes) -> dict:
+    rec = {
+        "run_id": "r", "status": "completed", "method": "aevb", "epochs": 10, "iw_samples": 5000,
+        "dataset": {"variant": "static_binarized_mnist"},
+        "config": {"latent": 20, "seed": 0, "dataset": {"test_subset": None, "train_subset": None, "batch_size": 100}, "model": {"decoder": {"hidden": [500], "activation": "tanh", "likelihood": "bernoulli"}}},
+        "inference": {"objective": {"name": "elbo", "samples": 1, "estimator": "reparam"}},
+        "metrics": {"test/iw_ll": iw_ll, "test/iw_ll_stderr": stderr},
+    }
+    for k, v in changes.items():
+        rec[k] = v
+    return rec
+
+
+def test_verdicts_pass_fail_and_not_comparable():
+    # allowed shortfall = tolerance 1.0 + 2 * stderr 0.25 = 1.5 nats
+    assert compare(REF, record(-89.0)).verdict == "pass"           # better than reported
+    assert compare(REF, record(-91.4)).verdict == "pass"           # 1.4 below: within noise + tolerance
+    c = compare(REF, record(-91.6))
+    assert c.verdict == "fail" and c.difference == pytest.approx(-1.6) and c.allowed == pytest.approx(1.5)
+    # keys differ: never compared (not even listed)
+    other = record(-80.0, dataset={"variant": "dynamic_binarized_mnist"})
+    assert not compare(REF, other).matched
+    assert check([other], [REF]) == ([], [other])
+    # matched but not comparable: too short, failed run, metric missing
+    assert "trained 3 epochs" in compare(REF, record(-80.0, epochs=3)).why
+    assert compare(REF, record(-80.0, status="failed")).verdict == "not comparable"
+    assert compare(REF, record(-80.0, metrics={})).verdict == "not comparable"
+
+
+def test_deterministic_baseline_allows_no_noise():
+    base = Reference(id="b", source="s", kind="baseline", metric="test/iw_ll", value=-90.0, tolerance=0.5, noise="none", match={"latent": 20})
+    assert compare(base, record(-90.4)).verdict == "pass"
+    assert compare(base, record(-90.6, stderr=5.0)).verdict == "fail"  # a large stderr does not excuse it
+
+
+def test_check_command_exit_codes(tmp_path, capsys):
+    registry = tmp_path / "refs.yaml"
+    registry.write_text(json.dumps({"references": [dict(REF.__dict__)]}))  # JSON is YAML
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(record(-90.2)))
+    bad.write_text(json.dumps(record(-95.0, run_id="regressed")))
+    assert check_main([str(good), "--references", str(registry)]) == 0
+    assert check_main([str(good), str(bad), "--references", str(registry)]) == 1
+    out = capsys.readouterr().out
+    assert "fail" in out and "regressed" in out
+    assert check_main([str(good), "--references", str(registry), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["comparisons"][0]["verdict"] == "pass" and report["regressions"] == 0
+    assert check_main([str(tmp_path / "none"), "--references", str(registry)]) == 2  # no records
+    assert check_main([str(good), "--references", str(registry), "--require", "missing"]) == 1
+
+
+def test_registry_is_valid_and_keys_are_known():
+    refs = load_references(REPO / "results" / "references.yaml")
+    ids = [r.id for r in refs]
+    assert len(ids) == len(set(ids)) and "ci_regression_static_mnist" in ids and "burda2016_t1_iwae_k5" in ids
+    assert all(r.value is None or r.value < 0 for r in refs)  # log-likelihoods, not NLLs
+
+
+def test_bad_registry_entry_is_refused(tmp_path):
+    from vibench.errors import VibenchError
+
+    (tmp_path / "r.yaml").write_text("references:\n  - {id: x, source: s, kind: paper, metric: m, value: -1, tolerance: 1, match: {varient: x}}\n")
+    with pytest.raises(VibenchError, match="unknown match keys"):
+        load_references(tmp_path / "r.yaml")
+
+
+def test_ci_regression_passes_and_a_broken_estimator_fails(compose_cfg, tmp_path, monkeypatch, data_dir):
+    """The CI baseline catches a broken estimator: dropping log q's normalizing constant
+    (-D/2 log 2 pi, D = latent = 10: 9.19 nats) moves test/iw_ll far outside the tolerance."""
+    from vibench import evaluation
+    from vibench.run import run
+
+    refs = [r for r in load_references(REPO / "results" / "references.yaml") if r.id.startswith("ci_regression")]
+    run(compose_cfg("+experiment=ci_regression"))
+    (path,) = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(path.read_text())
+    rows, _ = check([rec], refs)
+    assert [r.verdict for r in rows] == ["pass", "pass"], [r.as_dict() for r in rows]
+
+    real = evaluation.log_weights
+
+    def broken(log_px_z, log_pz, log_qz):  # q's density without its normalizer
+        return real(log_px_z, log_pz, log_qz + 0.5 * 10 * math.log(2 * math.pi))
+
+    monkeypatch.setattr(evaluation, "log_weights", broken)
+    broken_cfg = compose_cfg("+experiment=ci_regression", f"results_dir={tmp_path / 'broken'}")
+    run(broken_cfg)
+    (path,) = (tmp_path / "broken").glob("*.json")
+    rows, _ = check([json.loads(path.read_text())], refs)
+    verdicts = {r.reference.metric: r.verdict for r in rows}
+    assert verdicts["test/iw_ll"] == "fail"

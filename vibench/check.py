@@ -1,0 +1,91 @@
+"""``python -m vibench.check [records or folders ...]``: compare run records with reference bounds.
+
+Prints reference, measured value, difference, allowed shortfall and verdict for every record
+that matches a reference's keys. Exit codes: 0 no regression; 1 a regression (or a ``--require``d
+reference not passed); 2 bad input (no records, unreadable registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vibench.errors import VibenchError
+from vibench.records import read_record
+from vibench.references import check, load_references
+
+DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "results" / "references.yaml"
+
+
+def collect_records(paths: list[str]) -> list[dict]:
+    """Records from files and folders (searched recursively for ``*.json``)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    records = []
+    for f in files:
+        try:
+            rec = read_record(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise VibenchError(f"{f} is not a readable run record ({e}).") from None
+        if isinstance(rec, dict) and "run_id" in rec:
+            rec["_path"] = str(f)
+            records.append(rec)
+    if not records:
+        raise VibenchError(f"no run records found in {' '.join(paths)}. Give record files or folders (default results/runs).")
+    return records
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vibench.check", description=__doc__.splitlines()[0])
+    parser.add_argument("records", nargs="*", default=["results/runs"], help="record files or folders (default: results/runs)")
+    parser.add_argument("--references", default=str(DEFAULT_REFERENCES), help="the registry (default: results/references.yaml)")
+    parser.add_argument("--json", action="store_true", help="print the comparisons as JSON")
+    parser.add_argument("--require", action="append", default=[], metavar="ID", help="fail unless this reference was compared and passed")
+    args = parser.parse_args(argv)
+    from vibench.report_console import print_error
+
+    try:
+        records = collect_records(args.records)
+        references = load_references(args.references)
+    except VibenchError as e:
+        print_error(str(e))
+        return 2
+    rows, unmatched = check(records, references)
+    failed = [r for r in rows if r.verdict == "fail"]
+    missing = [rid for rid in args.require if not any(r.reference.id == rid and r.verdict == "pass" for r in rows)]
+    if args.json:
+        print(json.dumps({"comparisons": [r.as_dict() for r in rows], "unmatched": [r["run_id"] for r in unmatched], "regressions": len(failed), "missing_required": missing}, indent=2))
+    else:
+        print_table(rows, unmatched, len(records))
+    if missing:
+        print_error(f"required reference(s) not passed: {', '.join(missing)} (no matching completed record, or it failed).")
+    return 1 if failed or missing else 0
+
+
+def print_table(rows, unmatched, n_records: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"pass": "green", "fail": "bold red", "not comparable": "yellow"}
+    table = Table(title=f"vibench check: {n_records} record(s), {len(rows)} comparison(s)")
+    for col in ("reference", "run", "metric", "reference value", "measured ± se", "difference", "allowed", "verdict"):
+        table.add_column(col, justify="right" if col in ("reference value", "measured ± se", "difference", "allowed") else "left")
+    for r in rows:
+        measured = f"{fmt(r.measured)} ± {fmt(r.stderr)}" if r.stderr is not None else fmt(r.measured)
+        verdict = f"[{colours.get(r.verdict, 'white')}]{r.verdict}[/]" + (f" ({r.why})" if r.why else "")
+        table.add_row(r.reference.id, r.record.get("run_id", "?"), r.reference.metric, fmt(r.reference.value), measured, fmt(r.difference), fmt(r.allowed), verdict)
+    console = Console(width=None if Console().is_terminal else 200)
+    console.print(table)
+    if unmatched:
+        console.print(f"{len(unmatched)} record(s) match no reference: {', '.join(r['run_id'] for r in unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

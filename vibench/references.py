@@ -1,0 +1,154 @@
+"""Reference bounds and the comparison of run records against them.
+
+A reference (an entry of ``results/references.yaml``) names what it was measured on through
+``match``: keys that a record must have with exactly these values to be compared (see
+:func:`record_keys`). A record that differs in any of them, or was trained for fewer than the
+entry's ``min_epochs``, is not comparable: references are matched by their keys, never by guess.
+
+Verdicts, for a log-likelihood-like metric where higher is better:
+
+- ``pass``: measured >= value - tolerance - allowance, where the allowance for estimator noise
+  is ``2 * stderr`` (the standard error of the record's mean over test points) when the entry says
+  ``noise: stderr``, and 0 for deterministic baselines (``noise: none``);
+- ``fail``: below that: a regression;
+- ``not comparable``: keys differ, too short, metric missing, or the run did not complete;
+- ``qualitative``: the source gives curves only; listed, never compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vibench.errors import VibenchError
+
+MATCH_KEYS = ("variant", "method", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size")
+
+
+@dataclass
+class Reference:
+    id: str
+    source: str
+    kind: str  # paper | baseline | qualitative
+    metric: str
+    value: float | None
+    tolerance: float
+    match: dict[str, Any]
+    min_epochs: int = 0
+    noise: str = "stderr"  # stderr | none
+    reported: str = ""
+    command: str = ""
+
+
+def load_references(path: str | Path) -> list[Reference]:
+    """Read and check the registry; raises :class:`VibenchError` naming the entry that is wrong."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise VibenchError(f"cannot read the reference registry {path}: {e}") from None
+    refs = []
+    for i, entry in enumerate(data.get("references", [])):
+        where = f"{path}: entry {i} ({entry.get('id', 'no id')})"
+        unknown = set(entry.get("match", {})) - set(MATCH_KEYS)
+        if unknown:
+            raise VibenchError(f"{where}: unknown match keys {sorted(unknown)}; allowed: {', '.join(MATCH_KEYS)}")
+        try:
+            ref = Reference(**entry)
+        except TypeError as e:
+            raise VibenchError(f"{where}: {e}") from None
+        if ref.kind not in ("paper", "baseline", "qualitative") or ref.noise not in ("stderr", "none"):
+            raise VibenchError(f"{where}: kind must be paper, baseline or qualitative and noise stderr or none")
+        if ref.kind != "qualitative" and ref.value is None:
+            raise VibenchError(f"{where}: a {ref.kind} entry needs a value")
+        refs.append(ref)
+    return refs
+
+
+def record_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run that decide which references it may be compared with."""
+    cfg = record.get("config", {})
+    decoder = cfg.get("model", {}).get("decoder", {})
+    inference = record.get("inference") or {}
+    objective = inference.get("objective") or {}
+    dataset = cfg.get("dataset", {})
+    return {
+        "variant": (record.get("dataset") or {}).get("variant"),
+        "method": record.get("method"),
+        "objective": objective.get("name"),
+        "k": objective.get("samples"),
+        "estimator": objective.get("estimator"),
+        "hidden": list(decoder.get("hidden", [])),
+        "activation": decoder.get("activation"),
+        "latent": cfg.get("latent"),
+        "likelihood": decoder.get("likelihood"),
+        "prior": "standard_normal",
+        "iw_samples": record.get("iw_samples"),
+        "test_subset": dataset.get("test_subset"),
+        "train_subset": dataset.get("train_subset"),
+        "svi_flavour": inference.get("svi_flavour"),
+        "seed": cfg.get("seed"),
+        "batch_size": dataset.get("batch_size"),
+    }
+
+
+@dataclass
+class Comparison:
+    reference: Reference
+    record: dict[str, Any]
+    verdict: str
+    measured: float | None = None
+    stderr: float | None = None
+    difference: float | None = None
+    allowed: float | None = None
+    why: str = ""
+    matched: bool = True  # False: the record's keys differ from the reference's; never meant to be compared
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference.id, "source": self.reference.source, "kind": self.reference.kind, "metric": self.reference.metric,
+            "value": self.reference.value, "tolerance": self.reference.tolerance, "run_id": self.record.get("run_id"),
+            "measured": self.measured, "stderr": self.stderr, "difference": self.difference, "allowed": self.allowed,
+            "verdict": self.verdict, "why": self.why,
+        }
+
+
+def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
+    """Compare one record with one reference (see the module docstring for the verdicts)."""
+    if ref.kind == "qualitative":
+        return Comparison(ref, record, "qualitative", why="the source reports curves only")
+    keys = record_keys(record)
+    differing = {k: (keys.get(k), v) for k, v in ref.match.items() if keys.get(k) != v}
+    if differing:
+        why = "; ".join(f"{k}: run {a!r}, reference {b!r}" for k, (a, b) in differing.items())
+        return Comparison(ref, record, "not comparable", why=why, matched=False)
+    if record.get("status") != "completed":
+        return Comparison(ref, record, "not comparable", why=f"run status is {record.get('status')}")
+    if (record.get("epochs") or 0) < ref.min_epochs:
+        return Comparison(ref, record, "not comparable", why=f"trained {record.get('epochs')} epochs, the reference {ref.min_epochs}")
+    metrics = record.get("metrics") or {}
+    if ref.metric not in metrics:
+        return Comparison(ref, record, "not comparable", why=f"the record has no {ref.metric}")
+    measured = float(metrics[ref.metric])
+    stderr = metrics.get(f"{ref.metric}_stderr")
+    allowed = ref.tolerance + (2 * float(stderr) if ref.noise == "stderr" and stderr is not None else 0.0)
+    difference = measured - ref.value
+    verdict = "pass" if difference >= -allowed else "fail"
+    return Comparison(ref, record, verdict, measured, stderr, difference, allowed)
+
+
+def check(records: list[dict[str, Any]], references: list[Reference]) -> tuple[list[Comparison], list[dict[str, Any]]]:
+    """All comparisons of comparable (record, reference) pairs, plus the records that matched no reference.
+
+    Pairs whose keys differ are dropped from the table (they were never meant to be compared);
+    pairs that match but cannot be compared (too short, failed, metric missing) are kept.
+    """
+    rows, unmatched = [], []
+    for rec in records:
+        mine = [c for c in (compare(ref, rec) for ref in references) if c.matched]
+        rows.extend(c for c in mine if c.verdict != "qualitative")
+        if not mine:
+            unmatched.append(rec)
+    return rows, unmatched
