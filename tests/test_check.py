@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
 import pytest
-import torch
 
 from vibench.check import main as check_main
-from vibench.references import Reference, check, compare, load_references, record_keys
+from vibench.references import Reference, check, compare, load_references
 from tests.conftest import REPO
 
 REF = Reference(id="toy", source="a test", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=1.0, min_epochs=10,

@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
     except Exception as e:
-        if not _in_multirun():
+        if not _in_multirun() or getattr(e, "exit_code", None) == 143:  # SIGTERM stops the whole sweep
             if isinstance(e, VibenchError):
                 print_error(str(e))
                 sys.exit(e.exit_code)

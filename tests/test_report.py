@@ -1,0 +1,44 @@
+"""The sweep report: a self-contained page with the figures, checks and configs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from vibench.report import build_figures, main, point
+from tests.test_check import record
+
+
+def sweep_records() -> list[dict]:
+    recs = []
+    for latent in (2, 5, 10):
+        for seed in (0, 1):
+            r = record(-100.0 + latent + seed * 0.5, run_id=f"z{latent}s{seed}")
+            r["config"] = copy.deepcopy(r["config"])
+            r["config"]["latent"], r["config"]["seed"], r["config"]["mc_samples"] = latent, seed, 1
+            r["metrics"].update({"test/elbo": -104.0 + latent, "test/elbo_stderr": 0.3, "test/kl": 20.0})
+            r["overrides"] = [f"latent={latent}", f"seed={seed}"]
+            r["timing"] = {"train_s": 10.0, "test_s": 5.0, "train_examples_per_s": 5000.0}
+            recs.append(r)
+    failed = {"run_id": "broken", "status": "failed", "error": "NonFiniteLoss: NaN at step 3", "overrides": ["latent=20"], "config": {"latent": 20}}
+    return recs + [failed]
+
+
+def test_figures_per_swept_setting():
+    points = [point(r) for r in sweep_records() if r["status"] == "completed"]
+    figures = build_figures(points)
+    assert set(figures) == {"bounds_vs_latent", "gap_vs_latent", "timing"}
+    assert all(v.startswith(b"\x89PNG") for v in figures.values())
+
+
+def test_report_page_is_self_contained(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for r in sweep_records():
+        (folder / f"{r['run_id']}.json").write_text(json.dumps(r))
+    assert main([str(folder), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "src='http" not in page  # no network needed
+    assert "7 run(s): 6 completed, 1 not" in page and "NaN at step 3" in page
+    assert "latent=10 seed=1" in page  # the configuration behind each point
+    assert (tmp_path / "report" / "bounds_vs_latent.png").is_file()
