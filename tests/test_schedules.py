@@ -58,8 +58,8 @@ def test_run_logs_beta_following_the_schedule(compose_cfg, tmp_path):
     # digits: 1297 / 100 = 13 steps per epoch; linear warm-up over 2 epochs = 26 steps
     run(compose_cfg("annealing=linear", "annealing.fn.warmup=2", "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "iw_samples=20", "logger=csv", "images=false"))
     (metrics,) = (tmp_path / "out").rglob("metrics.csv")
-    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/beta_step")]
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/beta")]
     assert len(rows) == 39
     for r in rows:
         step = int(r["step"])
-        assert float(r["train/beta_step"]) == pytest.approx(min(1.0, step / 26), abs=1e-6)
+        assert float(r["train/beta"]) == pytest.approx(min(1.0, step / 26), abs=1e-6)

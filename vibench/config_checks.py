@@ -72,6 +72,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "images": _BOOL,
     "eval.chunk_mib": _float(0, strict=True),
     "eval.batch_size": _int(1),
+    "eval.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
     "dataset.batch_size": _int(1),
     "dataset.train_subset": _optional(_int(1)),
     "dataset.val_subset": _optional(_int(1)),

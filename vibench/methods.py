@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vibench.evaluation import evaluate_batch, samples_per_chunk, summarize
+from vibench.evaluation import CompiledLikelihood, evaluate_batch, samples_per_chunk, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
@@ -50,7 +50,7 @@ class AmortizedVI(L.LightningModule):
 
     method = "aevb"
 
-    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0):
+    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto"):
         super().__init__()
         self.model, self.guide, self.optimizer_factory = model, guide, optimizer
         self.objective = dict(objective or {"name": "elbo", "samples": mc_samples, "estimator": "reparam"})
@@ -62,15 +62,19 @@ class AmortizedVI(L.LightningModule):
         if self.objective["name"] == "iwae" and self.annealing.describe() != {"name": "constant", "beta": 1.0, "per": self.annealing.per}:
             raise ValueError("objective=iwae trains on the importance-weighted bound, to which KL annealing does not apply: use annealing=none")
         self.mc_samples, self.analytic_kl = mc_samples, analytic_kl
-        self.iw_samples, self.eval_chunk_mib = iw_samples, eval_chunk_mib
+        self.iw_samples, self.eval_chunk_mib, self.eval_compile = iw_samples, eval_chunk_mib, eval_compile
+        self._log_likelihood: CompiledLikelihood | None = None
         self.register_buffer("score_baseline", torch.zeros(()))  # running mean for the score-function estimator at L = 1
         self.test_summary: dict[str, float] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
+        self._window = self._epoch = None
+        self._window_steps = self._epoch_steps = 0
+        self._keys: list[str] = []
 
     def describe(self) -> dict:
         """What ran, for the run record."""
-        return {"method": self.method, "objective": self.objective, "annealing": self.annealing.describe(), "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl}
+        return {"method": self.method, "objective": self.objective, "annealing": self.annealing.describe(), "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl, "eval_compile": self.eval_compile}
 
     # --- where q comes from: the only thing the methods disagree on -------------------------
     def train_posterior(self, x: torch.Tensor, idx: torch.Tensor) -> Distribution:
@@ -111,9 +115,37 @@ class AmortizedVI(L.LightningModule):
         else:
             recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
             loss = -(recon - beta * kl + surrogate).mean()
-        logs.update({"train/loss": loss, "train/elbo": (recon - kl).mean(), "train/kl": kl.mean(), "train/recon": recon.mean(), "train/beta": beta})
-        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=len(x))
+        logs.update({"train/loss": loss, "train/elbo": (recon - kl).mean(), "train/kl": kl.mean(), "train/recon": recon.mean()})
+        self.track_training(logs, beta)
         return loss
+
+    def track_training(self, metrics: dict[str, torch.Tensor], beta: float) -> None:
+        """Accumulate per-step training metrics on the device; log their window means every
+        ``trainer.log_every_n_steps`` steps with one host sync.
+
+        Lightning's ``self.log`` re-walks its whole result collection on every call (about 1 ms a
+        metric a step on a CPU, a quarter of a VAE step here): training metrics bypass it and go to
+        the loggers directly; epoch means are logged through ``self.log`` once per epoch.
+        """
+        values = torch.stack([v.detach() for v in metrics.values()])
+        self._window = values if self._window is None else self._window + values
+        self._epoch = values if self._epoch is None else self._epoch + values
+        self._window_steps += 1
+        self._epoch_steps += 1
+        self._keys = list(metrics)
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if (self.global_step + 1) % max(1, every) == 0:
+            means = dict(zip(self._keys, (self._window / self._window_steps).tolist()))
+            means["train/beta"] = beta
+            for logger in self.loggers:
+                logger.log_metrics(means, step=self.global_step)
+            self._window, self._window_steps = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch is not None:
+            means = (self._epoch / self._epoch_steps).tolist()
+            self.log_dict({f"{k}_epoch": v for k, v in zip(self._keys, means)})
+        self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
 
     def score_function_terms(self, x: torch.Tensor, q: Distribution, samples: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """REINFORCE: ``(recon, kl, surrogate)`` with ``grad surrogate = E_q[(f(z) - b) grad log q(z)]``.
@@ -147,13 +179,17 @@ class AmortizedVI(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_parts = []
+        n_test = self.trainer.datamodule.sizes()["n_test"] if self.trainer.datamodule is not None else 0
+        # auto: compile when the evaluation is long enough (>= 1e7 sample-points, a minute or more on a CPU) to repay ~8 s of compiling
+        if self.eval_compile is True or (self.eval_compile == "auto" and self.iw_samples * n_test >= 10_000_000):
+            self._log_likelihood = self._log_likelihood or CompiledLikelihood(self.model)
 
     def test_step(self, batch, batch_idx):
         x, idx = batch
         q = self.eval_posterior(x, idx, "test")
         widths = [m.out_features for m in self.model.decoder.net if isinstance(m, nn.Linear)]
         chunk = samples_per_chunk(len(x), self.model.latent, widths[:-1], widths[-1], self.eval_chunk_mib, x.element_size())
-        parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl)
+        parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._log_likelihood)
         marginal = self.model.exact_marginal()
         if marginal is not None:
             parts["exact_ll"] = marginal.log_prob(x)

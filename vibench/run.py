@@ -59,14 +59,11 @@ def sweep_group(job: dict[str, Any]) -> str | None:
 def run(cfg: DictConfig) -> float:
     """Train, evaluate, track and record one run; returns the test IW log-likelihood (for sweepers)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vibench import figures, tracking
-    from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm, saved_run_id
+    from vibench.faults import saved_run_id
     from vibench.report_console import print_error, print_summary
-    from vibench.timing import WallClock
 
     started = time.perf_counter()
     quiet_library_chatter()
@@ -94,13 +91,7 @@ def run(cfg: DictConfig) -> float:
     name = ",".join(job["overrides"]) or "default"
     logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
     tracking_info = tracking.describe(logger)
-    clock = WallClock()
-    by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
-    # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
-    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
-    sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
-    guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
-    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=[clock, guard, ResumeState(run_id), sigterm, checkpoints], plugins=[AtomicCheckpointIO()], **trainer_overrides)
+    trainer, clock, sigterm = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides)
     record: dict[str, Any] = {
         "schema": records.SCHEMA_VERSION,
         "run_id": run_id,
@@ -195,6 +186,25 @@ class Interrupted(VibenchError):
 
 def timing(clock, module, started: float) -> dict[str, float]:
     return {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
+
+
+def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = ()):
+    """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
+    resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
+    from vibench.timing import WallClock
+
+    clock = WallClock()
+    by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
+    # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
+    sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
+    guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
+    callbacks = [clock, guard, ResumeState(run_id), sigterm, *extra_callbacks, checkpoints]
+    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
+    return trainer, clock, sigterm
 
 
 def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ class WallClock(L.Callback):
     def __init__(self) -> None:
         self.fit_s = self.val_s = self.test_s = 0.0
         self.train_examples, self.world_size = 0, 1
+        self.first_step_at: float | None = None
         self._t: dict[str, float] = {}
 
     def _start(self, key: str, pl_module) -> None:
@@ -48,6 +49,10 @@ class WallClock(L.Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self.test_s += self._stop("test", pl_module)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()  # wall time: the benchmark measures start-up latency from it
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_examples += len(batch[0]) * self.world_size
 
@@ -59,4 +64,5 @@ class WallClock(L.Callback):
             "test_s": round(self.test_s, 3),
             "train_examples": self.train_examples,
             "train_examples_per_s": round(self.train_examples / train_s, 1) if train_s > 0 else None,
+            "first_step_at": self.first_step_at,
         }
