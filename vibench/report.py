@@ -87,11 +87,12 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
     for n, (label, rows) in enumerate(aggregate(points, x, series_dims).items()):
         xs = [r[0] for r in rows] if numeric else [str(r[0]) for r in rows]
         colour = f"C{n % 10}"
+        solid, dashed = ("o-", "s--") if numeric else ("o", "s")  # categories are not ordered: no connecting lines
         if gap:
-            ax.errorbar(xs, [r[3] - r[1] for r in rows], fmt="o-", color=colour, label=label, capsize=3)
+            ax.errorbar(xs, [r[3] - r[1] for r in rows], fmt=solid, color=colour, label=label, capsize=3)
         else:
-            ax.errorbar(xs, [r[3] for r in rows], yerr=[r[4] for r in rows], fmt="o-", color=colour, capsize=3, label=f"IW log-likelihood ({label})")
-            ax.errorbar(xs, [r[1] for r in rows], yerr=[r[2] for r in rows], fmt="s--", color=colour, capsize=3, alpha=0.8, label=f"ELBO ({label})")
+            ax.errorbar(xs, [r[3] for r in rows], yerr=[r[4] for r in rows], fmt=solid, color=colour, capsize=3, label=f"IW log-likelihood ({label})")
+            ax.errorbar(xs, [r[1] for r in rows], yerr=[r[2] for r in rows], fmt=dashed, color=colour, capsize=3, alpha=0.8, label=f"ELBO ({label})")
     if numeric:
         values = sorted({p[x] for p in points})
         if len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 10:
@@ -112,7 +113,9 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
 def figure_timing(points):
     import matplotlib.pyplot as plt
 
-    labels = [p["overrides"] or p["run_id"] for p in points]
+    # label each run by the overrides that differ between runs (the shared ones say nothing here)
+    shared = set.intersection(*(set(p["overrides"].split()) for p in points)) if points else set()
+    labels = [" ".join(o for o in p["overrides"].split() if o not in shared) or p["run_id"] for p in points]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, max(2.5, 0.35 * len(points) + 1.2)), dpi=110, sharey=True)
     y = range(len(points))
     a.barh(y, [p["throughput"] or 0 for p in points], color="C0")
