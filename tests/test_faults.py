@@ -26,8 +26,8 @@ def records_in(folder):
 def test_nan_loss_stops_the_run_names_the_step_and_records_failure(compose_cfg, tmp_path, monkeypatch):
     real = AmortizedVI.training_loss
 
-    def poisoned(self, x, q):
-        loss = real(self, x, q)
+    def poisoned(self, x, idx):
+        loss = real(self, x, idx)
         return loss * float("nan") if self.global_step >= 3 else loss
 
     monkeypatch.setattr(AmortizedVI, "training_loss", poisoned)

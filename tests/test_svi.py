@@ -123,6 +123,8 @@ def test_gap_run_from_config_reports_the_three_numbers(compose_cfg, tmp_path):
     assert m["gap/approximation"] + m["gap/amortization"] == pytest.approx(m["gap/inference"], abs=1e-9)
     assert m["gap/inference"] == pytest.approx(m["gap/log_px"] - m["gap/elbo_encoder"], abs=1e-9)
     assert m["gap/n"] == 20 and rec["timing"]["gap_s"] > 0
+    # 200 steps from the prior at lr 1e-3 cannot converge: the record says so
+    assert m["gap/converged"] == 0.0 and "stopped at gap.max_steps=200 before converging" in rec["warnings"][0]
     # and from the saved checkpoint, without training
     ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
     cfg2 = compose_cfg("gap.enabled=true", f"gap.checkpoint={ckpt}", "gap.n_points=20", "gap.iw_samples=200", "gap.max_steps=200", "gap.window=20",
@@ -133,6 +135,16 @@ def test_gap_run_from_config_reports_the_three_numbers(compose_cfg, tmp_path):
     assert rec2["gap_checkpoint"] == str(ckpt) and rec2["global_step"] == 0
     # same trained model, same seed: the same test ELBO up to Monte Carlo noise
     assert rec2["metrics"]["test/elbo"] == pytest.approx(m["test/elbo"], abs=0.5)
+
+
+def test_gap_from_the_encoder_starts_no_worse():
+    from sklearn.datasets import load_digits
+
+    model, encoder = small_vae()
+    x = torch.from_numpy((load_digits().data[:40] > 8).astype("float64"))
+    parts = gap_decomposition(model, encoder, x, torch.arange(40), iw_samples=500, chunk=500, optimizer=adam, samples=10, max_steps=50, window=10, patience=100, init="encoder")
+    # 50 steps from the encoder: not converged (patience never runs out), yet no worse than the encoder
+    assert float(parts["converged"]) == 0.0 and parts["amortization"].mean() > 0
 
 
 def test_gap_refuses_svi_before_training(compose_cfg):

@@ -21,7 +21,7 @@ from vibench.errors import ConfigError
 
 # Keys of conf/config.yaml's top level (config groups included); tests keep this in sync.
 TOP_LEVEL = {
-    "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics",
+    "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
 }
 
@@ -72,6 +72,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "images": _BOOL,
     "eval.chunk_mib": _float(0, strict=True),
     "eval.batch_size": _int(1),
+    "train.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
     "eval.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
     "dataset.batch_size": _int(1),
     "dataset.train_subset": _optional(_int(1)),
@@ -87,6 +88,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.grad_variance.n_points": _int(1),
     "gap.enabled": _BOOL,
     "gap.n_points": _int(1),
+    "gap.init": ((lambda v: v in ("prior", "encoder")), "prior or encoder"),
     "gap.iw_samples": _int(1),
     "gap.lr": _float(0, strict=True),
     "gap.samples": _int(1),

@@ -79,37 +79,42 @@ class SaveOnSigterm(L.Callback):
 
 
 class NonFiniteGuard(L.Callback):
-    """Stops training at the first non-finite loss.
+    """Stops training at the first non-finite loss, naming its step.
 
-    The check costs a host sync, so it runs every ``every`` steps and before every checkpoint;
-    non-finite steps in between are remembered on the device (no sync) and reported by number.
+    Each step only appends its loss tensor (no host sync); every ``every`` steps, and before any
+    checkpoint is saved, the window is checked in one vectorized pass, so a checkpoint never holds
+    weights from after a NaN and the first bad step is named exactly.
     """
 
     def __init__(self, checkpoint_callback=None, every: int = 1):
         self.every, self.checkpoint_callback = max(1, every), checkpoint_callback
-        self._first_bad: torch.Tensor | None = None
+        self._losses: list[torch.Tensor] = []
+        self._first_step = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        step = trainer.global_step - 1  # the step's own index (global_step was incremented by its optimizer step)
-        bad = ~torch.isfinite(loss.detach())
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-        self._first_bad = torch.where(bad & (self._first_bad < 0), torch.tensor(step, device=loss.device), self._first_bad)
-        if trainer.global_step % self.every == 0:
+        if not self._losses:
+            self._first_step = trainer.global_step - 1  # the step's own index (global_step was incremented by its optimizer step)
+        self._losses.append(loss.detach())
+        if len(self._losses) >= self.every:
             self.check(trainer)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.check(trainer)
 
     def check(self, trainer) -> None:
-        if self._first_bad is None or int(self._first_bad) < 0:
+        if not self._losses:
             return
+        finite = torch.isfinite(torch.stack(self._losses))
+        self._losses = []
+        if bool(finite.all()):
+            return
+        step = self._first_step + int((~finite).nonzero()[0])
         last = getattr(self.checkpoint_callback, "best_model_path", "") or None  # with no monitor: the latest save
         where = f"The last good checkpoint is {last}." if last else "No checkpoint was saved before it."
         raise NonFiniteLoss(
-            f"the training loss became NaN or infinite at step {int(self._first_bad)}; training stopped and no result was recorded as valid. {where} "
+            f"the training loss became NaN or infinite at step {step}; training stopped and no result was recorded as valid. {where} "
             "Lower optimizer.lr, check the data, or resume from the checkpoint with resume=PATH."
         )

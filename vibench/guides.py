@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from vibench.networks import LOGVAR_MIN, LOGVAR_MAX
+from vibench.networks import LOGVAR_MAX, LOGVAR_MIN, NO_VALIDATION
 
 
 def gaussian(params: torch.Tensor) -> Independent:
     """Diagonal Gaussian from ``params`` of shape ``[B, 2, latent]``: (mean, log-variance) per row."""
     mean, logvar = params.unbind(dim=-2)
-    return Independent(Normal(mean, torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))), 1)
+    return Independent(Normal(mean, torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)), **NO_VALIDATION), 1, **NO_VALIDATION)
 
 
 def gaussian_params(q: Independent) -> torch.Tensor:

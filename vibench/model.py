@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from vibench.networks import Decoder
+from vibench.networks import NO_VALIDATION, Decoder
 
 
 class GenerativeModel(nn.Module):
@@ -25,7 +25,7 @@ class GenerativeModel(nn.Module):
         self.register_buffer("prior_scale", torch.ones(latent))
 
     def prior(self) -> Distribution:
-        return Independent(Normal(self.prior_loc, self.prior_scale), 1)
+        return Independent(Normal(self.prior_loc, self.prior_scale, **NO_VALIDATION), 1, **NO_VALIDATION)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z); batch shape is z's shape without its last axis."""

@@ -127,6 +127,9 @@ def run(cfg: DictConfig) -> float:
             gaps = decompose_gaps(module, splits, cfg)
             module.timing["gap_s"] = time.perf_counter() - gap_start
             metrics.update(gaps)
+            if warning := gap_warning(gaps, cfg):
+                record.setdefault("warnings", []).append(warning)
+                print_error(f"warning: {warning}")
             if logger:
                 logger.log_metrics(gaps)
         if cfg.diagnostics.grad_variance.enabled:
@@ -203,6 +206,10 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
     callbacks = [clock, guard, ResumeState(run_id), sigterm, *extra_callbacks, checkpoints]
+    if cfg.trainer.get("enable_progress_bar", True):
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(refresh_rate=10))  # redrawing every step costs ~3% of a small model's step
     trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
     return trainer, clock, sigterm
 
@@ -297,9 +304,18 @@ def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
         task = progress.add_task("gap decomposition", total=len(idx))
         for batch in idx.split(cfg.eval.batch_size):
             chunk = samples_per_chunk(len(batch), module.model.latent, widths[:-1], widths[-1], cfg.eval.chunk_mib)
-            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience))
+            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init))
             progress.advance(task, len(batch))
     return summarize_gaps(parts)
+
+
+def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
+    """A warning when q*'s fits did not converge: ELBO[q*] is then underestimated, the amortization gap too."""
+    if gaps["gap/converged"] >= 1.0:
+        return None
+    return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap batches stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
+            f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
+            "Raise gap.max_steps, or start q* at the encoder with gap.init=encoder.")
 
 
 def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
