@@ -315,7 +315,7 @@ def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
         return None
     return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap batches stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
             f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
-            "Raise gap.max_steps, or start q* at the encoder with gap.init=encoder.")
+            + ("Raise gap.max_steps, or start q* at the encoder with gap.init=encoder." if cfg.gap.init == "prior" else "Raise gap.max_steps."))
 
 
 def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
