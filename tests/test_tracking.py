@@ -1,0 +1,46 @@
+"""W&B: offline never touches the network; online without a key or a network fails fast and clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+
+def run_online(tmp_path, **env_extra):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HOME": str(home), "OMP_NUM_THREADS": "1", **env_extra})
+    start = time.time()
+    r = subprocess.run([sys.executable, "-m", "vibench", "logger.mode=online", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return r, time.time() - start
+
+
+def test_online_without_an_api_key_fails_fast_with_what_to_do(tmp_path):
+    r, seconds = run_online(tmp_path)
+    assert r.returncode == 2 and seconds < 30
+    assert "W&B could not start in online mode" in r.stderr and "wandb login" in r.stderr and "logger.mode=offline" in r.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))  # refused before training
+
+
+def test_online_without_a_network_fails_within_30_seconds(tmp_path):
+    # a key, but the server is a closed port on this machine: nothing leaves the loopback interface
+    r, seconds = run_online(tmp_path, WANDB_API_KEY="a" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    assert r.returncode == 2 and seconds < 30, (seconds, r.stderr[-1500:])
+    assert "W&B could not start in online mode" in r.stderr and "logger.fallback=offline" in r.stderr
+
+
+def test_online_failure_can_fall_back_to_offline(tmp_path):
+    r, _ = run_online(tmp_path, WANDB_API_KEY="")
+    assert r.returncode == 2
+    home = tmp_path / "fb"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HOME": str(home), "OMP_NUM_THREADS": "1"})
+    r = subprocess.run([sys.executable, "-m", "vibench", "logger.mode=online", "logger.fallback=offline", "trainer.max_epochs=1", "iw_samples=20",
+                        f"hydra.run.dir={tmp_path / 'out2'}", f"results_dir={tmp_path / 'runs2'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "continuing offline" in r.stderr and list((tmp_path / "out2" / "wandb").glob("offline-run-*"))
