@@ -1,0 +1,94 @@
+"""End-of-run analyses of a trained model: the gap decomposition, gradient variances, images.
+
+Called by :func:`vibench.run.run` after the test; each takes the config values it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vibench.errors import ConfigError
+
+def check_gap_request(cfg: DictConfig, module) -> Path | None:
+    """Refuse a gap analysis that cannot run, before training; return the checkpoint to analyse, if any."""
+    if not cfg.gap.enabled:
+        return None
+    if module.method != "aevb":
+        raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method}. Use inference=vae (the gap_mnist preset does).")
+    if cfg.gap.checkpoint is None:
+        return None
+    path = Path(cfg.gap.checkpoint).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"gap.checkpoint={cfg.gap.checkpoint} does not exist. Point it at a trained run's checkpoints/last.ckpt (in its output folder).")
+    return path
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"gap.checkpoint={path} could not be read ({type(e).__name__}: {e}).") from None
+def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
+    """The gap decomposition on ``gap.n_points`` random test points, in evaluation batches, with progress."""
+    import functools
+
+    import torch
+    from rich.progress import Progress
+
+    from vibench.data.datamodule import random_subset
+    from vibench.evaluation import samples_per_chunk
+    from vibench.gap import gap_decomposition, summarize_gaps
+
+    g = cfg.gap
+    idx = random_subset(torch.arange(len(splits.test)), g.n_points, cfg.seed + 17).to(splits.test.device)
+    optimizer = functools.partial(torch.optim.Adam, lr=g.lr)
+    widths = [m.out_features for m in module.model.decoder.net if isinstance(m, torch.nn.Linear)]
+    parts = []
+    module.eval()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("gap decomposition", total=len(idx))
+        for batch in idx.split(cfg.eval.batch_size):
+            chunk = samples_per_chunk(len(batch), module.model.latent, widths[:-1], widths[-1], cfg.eval.chunk_mib)
+            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init))
+            progress.advance(task, len(batch))
+    return summarize_gaps(parts)
+def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
+    """A warning when q*'s fits did not converge: ELBO[q*] is then underestimated, the amortization gap too."""
+    if gaps["gap/converged"] >= 1.0:
+        return None
+    return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap batches stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
+            f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
+            + ("Raise gap.max_steps, or start q* at the encoder with gap.init=encoder." if cfg.gap.init == "prior" else "Raise gap.max_steps."))
+def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
+    """``gradvar/<estimator>_L<L>``: total variance of the encoder-gradient estimate on random test points."""
+    import torch
+
+    from vibench.data.datamodule import random_subset
+    from vibench.diagnostics import encoder_gradient_variance
+
+    d = cfg.diagnostics.grad_variance
+    idx = random_subset(torch.arange(len(splits.test)), d.n_points, cfg.seed + 23).to(splits.test.device)
+    out = {}
+    for estimator in ("reparam", "score"):
+        for samples in d.samples:
+            v = encoder_gradient_variance(module, splits.test[idx], idx, estimator, int(samples), d.repeats)
+            out[f"gradvar/{estimator}_L{samples}"] = v["variance"]
+    return out
+def make_images(module, splits, cfg: DictConfig) -> dict:
+    """Reconstructions of 32 random test images, 64 prior samples, and the manifold when latent = 2."""
+    import torch
+
+    from vibench import figures
+
+    model = module.model.eval()
+    idx = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(cfg.seed))[:32].to(splits.test.device)
+    posterior = lambda x, i: module.eval_posterior(x, i, "val")  # noqa: E731  (SVI refines q_i for these points)
+    images = {
+        "test/reconstructions": figures.reconstructions(model, posterior, splits.test[idx], idx, splits.image_shape),
+        "test/samples": figures.samples(model, 64, splits.image_shape),
+    }
+    if cfg.latent == 2:
+        images["test/manifold"] = figures.manifold(model, splits.image_shape)
+    return images
