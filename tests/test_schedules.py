@@ -63,3 +63,15 @@ def test_run_logs_beta_following_the_schedule(compose_cfg, tmp_path):
     for r in rows:
         step = int(r["step"])
         assert float(r["train/beta"]) == pytest.approx(min(1.0, step / 26), abs=1e-6)
+
+
+def test_hydra_partials_become_plain_partials():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from vibench.schedules import plain_partial
+
+    hydra_fn = instantiate(OmegaConf.create({"_target_": "vibench.schedules.linear", "_partial_": True, "warmup": 4}))
+    plain = plain_partial(hydra_fn)
+    assert type(plain) is functools.partial and plain(1.0) == hydra_fn(1.0) == 0.25
+    assert KLSchedule(hydra_fn).fn.func is linear

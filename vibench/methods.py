@@ -28,7 +28,7 @@ from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
 from vibench.objectives import iw_bound, kl_estimate, log_weights
-from vibench.schedules import KLSchedule, constant
+from vibench.schedules import KLSchedule, constant, plain_partial
 
 FLAVOURS = ("persistent", "reset", "encoder")
 OBJECTIVES = ("elbo", "iwae")
@@ -281,8 +281,8 @@ class LocalVI(AmortizedVI):
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour={flavour!r} is not one of {FLAVOURS}")
         super().__init__(model, guide if flavour == "encoder" else None, optimizer, **kwargs)
-        self.flavour, self.inner_steps, self.inner_optimizer, self.inner_grad_clip = flavour, inner_steps, inner_optimizer, inner_grad_clip
-        self.heldout = dict(heldout)
+        self.flavour, self.inner_steps, self.inner_optimizer, self.inner_grad_clip = flavour, inner_steps, plain_partial(inner_optimizer), inner_grad_clip
+        self.heldout = {**heldout, "optimizer": plain_partial(heldout["optimizer"])}
         self.local: LocalGaussian | None = None
         self.heldout_steps: list[int] = []
 
