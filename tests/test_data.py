@@ -182,3 +182,32 @@ def test_datamodule_subsets():
     x = (torch.rand(100, 3) > 0.5).float()
     dm = _module(Splits(x, x, x, "v"), test_subset=10)
     assert dm.sizes() == {"n_train": 100, "n_val": 100, "n_test": 10}
+
+
+def test_missing_files_are_downloaded_verified_and_written_atomically(tmp_path):
+    """A local HTTP server (127.0.0.1 only) stands in for the canonical address."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "f.bin").write_bytes(b"x" * 100_000)
+    (served / "bad.bin").write_bytes(b"not what the checksum says")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        good = RemoteFile("f.bin", f"{url}/f.bin", file_digest(served / "f.bin"))
+        paths = fetch(tmp_path / "data", [good], "test")
+        assert paths["f.bin"].read_bytes() == b"x" * 100_000
+        assert not list((tmp_path / "data").glob(".*.tmp"))  # the temporary file was renamed into place
+        bad = RemoteFile("bad.bin", f"{url}/bad.bin", "0" * 64)
+        with pytest.raises(DataError, match="corrupt"):
+            fetch(tmp_path / "data", [bad], "test")
+        gone = RemoteFile("gone.bin", f"{url}/gone.bin", "0" * 64)  # 404: reported as missing, with the address
+        with pytest.raises(DataError, match="gone.bin"):
+            fetch(tmp_path / "data", [gone], "test")
+    finally:
+        server.shutdown()
