@@ -42,11 +42,14 @@ class AmortizedVI(L.LightningModule):
         model: the generative model p(z) p(x | z).
         guide: the encoder, called as ``guide(x, idx)``, returning q(z | x).
         optimizer: a factory ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
-        mc_samples: L, reparameterized samples per datapoint for the training ELBO.
+        objective: ``{"name": "elbo" | "iwae", "samples": L or k, "estimator": "reparam" | "score"}``.
+        annealing: the KL weight beta as a function of the step (:class:`~vibench.schedules.KLSchedule`).
+        mc_samples: L, reparameterized samples per datapoint for validation and SVI's inner steps.
         analytic_kl: closed-form KL(q || p) when available; else Monte Carlo over the L samples.
-        beta: weight on the KL term of the training loss (1 gives the ELBO).
         iw_samples: K, importance samples per test datapoint for the IW log-likelihood.
         eval_chunk_mib: memory budget of one chunk of the K-sample evaluation, in MiB.
+        eval_compile, train_compile: ``torch.compile`` the evaluation's likelihood / the training
+            loss: ``"auto"``, ``True`` or ``False`` (see conf/config.yaml).
     """
 
     method = "aevb"
@@ -163,7 +166,7 @@ class AmortizedVI(L.LightningModule):
         return -(recon - beta * kl).mean(), recon, kl
 
     def on_fit_start(self) -> None:
-        # auto: compile the loss for runs of >= 50,000 steps (~12 s of compiling buys 4-15% a step on CPU).
+        # auto: compile the loss for runs of >= 50,000 steps (compiling takes ~12 s).
         # Not trainer.estimated_stepping_batches: it sets the training data up before a checkpoint's
         # loader state is restored, and a resumed run would replay its epoch from the start.
         dm, t = self.trainer.datamodule, self.trainer
@@ -189,8 +192,8 @@ class AmortizedVI(L.LightningModule):
         f = (log_px_z if self.analytic_kl else log_px_z - beta * (log_qz - log_pz)).detach()
         if samples > 1:
             baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
-        else:
-            baseline = self.score_baseline
+        else:  # the baseline must not depend on this batch's samples: copy it before the update
+            baseline = self.score_baseline.clone()
             self.score_baseline.mul_(0.9).add_(0.1 * f.mean())
         surrogate = ((f - baseline) * log_qz).mean(0)
         return log_px_z.mean(0), kl, surrogate
