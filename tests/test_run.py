@@ -83,3 +83,17 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
         assert rec["tracking"]["mode"] == "offline"
     # latent = 2 also logs the 2-D manifold
     assert (tmp_path / "sweep" / "0" / "images" / "test_manifold.png").is_file()
+
+
+def test_failure_after_the_test_keeps_the_test_metrics(compose_cfg, tmp_path, monkeypatch):
+    import vibench.run as run_module
+
+    def broken_gap(*args, **kwargs):
+        raise RuntimeError("gap analysis crashed")
+
+    monkeypatch.setattr(run_module, "decompose_gaps", broken_gap)
+    with pytest.raises(RuntimeError, match="gap analysis crashed"):
+        run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "gap.enabled=true", "logger=none", "images=false"))
+    rec = only_record(tmp_path / "runs")
+    assert rec["status"] == "failed" and "gap analysis crashed" in rec["error"]
+    assert rec["metrics"]["test/iw_ll"] < 0 and "test/elbo" in rec["metrics"]  # nothing already computed is lost

@@ -121,6 +121,7 @@ def run(cfg: DictConfig) -> float:
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**module.test_summary, **val}
+        record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
         if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
             return metrics["test/iw_ll"]
         if cfg.gap.enabled:
@@ -140,7 +141,7 @@ def run(cfg: DictConfig) -> float:
                 logger.log_metrics(variances)
         if splits.true_log_prob is not None:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
-        record.update(status="completed", metrics=metrics, epochs=trainer.current_epoch, global_step=trainer.global_step)
+        record.update(status="completed", epochs=trainer.current_epoch, global_step=trainer.global_step)
         if cfg.images and splits.image_shape is not None:
             try:
                 tracking.log_images(logger, make_images(module, splits, cfg), output_dir / "images")
