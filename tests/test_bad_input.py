@@ -12,8 +12,9 @@ import pytest
 from vibench.__main__ import _state, cli
 
 
-def invoke(monkeypatch, tmp_path, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["vibench", *args, "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}", f"data.cache={tmp_path / 'cache'}"])
+def invoke(monkeypatch, tmp_path, *args: str, results_dir=None) -> int:
+    results_dir = results_dir or tmp_path / "runs"
+    monkeypatch.setattr(sys, "argv", ["vibench", *args, "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={results_dir}", f"data.cache={tmp_path / 'cache'}"])
     _state["task_started"] = False
     with pytest.raises(SystemExit) as e:
         cli()
@@ -93,9 +94,6 @@ def test_wrong_data_for_the_dataset_refused(monkeypatch, tmp_path, capsys):
 def test_unwritable_results_dir_refused(monkeypatch, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setattr(sys, "argv", ["vibench", "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={blocker / 'runs'}"])
-    _state["task_started"] = False
-    with pytest.raises(SystemExit) as e:
-        cli()
-    assert e.value.code == 2 and "is not writable" in capsys.readouterr().err
+    assert invoke(monkeypatch, tmp_path, results_dir=blocker / "runs") == 2
+    assert "is not writable" in capsys.readouterr().err
     assert not (tmp_path / "out" / "checkpoints").exists()

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from vibench.faults import NonFiniteLoss
+from vibench.errors import NonFiniteLoss
 from vibench.methods import AmortizedVI
 from vibench.run import run
 

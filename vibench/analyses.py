@@ -38,19 +38,18 @@ def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
     from rich.progress import Progress
 
     from vibench.data.datamodule import random_subset
-    from vibench.evaluation import samples_per_chunk
+    from vibench.evaluation import samples_per_chunk_for
     from vibench.gap import gap_decomposition, summarize_gaps
 
     g = cfg.gap
     idx = random_subset(torch.arange(len(splits.test)), g.n_points, cfg.seed + 17).to(splits.test.device)
     optimizer = functools.partial(torch.optim.Adam, lr=g.lr)
-    widths = [m.out_features for m in module.model.decoder.net if isinstance(m, torch.nn.Linear)]
     parts = []
     module.eval()
     with Progress(transient=True) as progress:
         task = progress.add_task("gap decomposition", total=len(idx))
         for batch in idx.split(cfg.eval.batch_size):
-            chunk = samples_per_chunk(len(batch), module.model.latent, widths[:-1], widths[-1], cfg.eval.chunk_mib)
+            chunk = samples_per_chunk_for(module.model, len(batch), cfg.eval.chunk_mib)
             parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init))
             progress.advance(task, len(batch))
     return summarize_gaps(parts)

@@ -17,3 +17,15 @@ class ConfigError(VibenchError):
 
 class DataError(VibenchError):
     """Missing, corrupt or unsuitable data."""
+
+
+class NonFiniteLoss(VibenchError):
+    """The training loss became NaN or infinite; the run stopped (exit code 1)."""
+
+    exit_code = 1
+
+
+class Interrupted(VibenchError):
+    """The run was stopped by SIGTERM after saving a checkpoint (exit code 143, as for SIGTERM)."""
+
+    exit_code = 143

@@ -25,6 +25,12 @@ def samples_per_chunk(batch: int, latent: int, hidden: Sequence[int], dim: int, 
     return max(1, int(budget_mib * 2**20 // per_sample))
 
 
+def samples_per_chunk_for(model, batch: int, budget_mib: float, element_size: int = 4) -> int:
+    """:func:`samples_per_chunk` for a :class:`~vibench.model.GenerativeModel`'s MLP decoder."""
+    widths = [m.out_features for m in model.decoder.net if isinstance(m, torch.nn.Linear)]
+    return samples_per_chunk(batch, model.latent, widths[:-1], widths[-1], budget_mib, element_size)
+
+
 def _chunks(total: int, size: int) -> Iterator[int]:
     for start in range(0, total, size):
         yield min(size, total - start)

@@ -23,13 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vibench.atomic import atomic_write
-from vibench.errors import VibenchError
-
-
-class NonFiniteLoss(VibenchError):
-    """The training loss became NaN or infinite."""
-
-    exit_code = 1
+from vibench.errors import NonFiniteLoss
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -39,6 +39,15 @@ def clip_per_datapoint(grad: torch.Tensor, max_norm: float | None) -> torch.Tens
     return grad * (max_norm / norm).clamp(max=1.0).view(-1, *([1] * (grad.ndim - 1)))
 
 
+def gradient_step(model, x: torch.Tensor, params: torch.Tensor, opt, samples: int, analytic_kl: bool, max_grad_norm: float | None) -> torch.Tensor:
+    """One step of ``opt`` on the local parameters (model untouched); returns the step's summed negative ELBO."""
+    loss = negative_elbo_sum(model, x, params, samples, analytic_kl)
+    (grad,) = torch.autograd.grad(loss, [params])
+    params.grad = clip_per_datapoint(grad, max_grad_norm)
+    opt.step()
+    return loss.detach()
+
+
 def refine(model, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Callable, samples: int = 1, analytic_kl: bool = True, max_grad_norm: float | None = 5.0) -> torch.Tensor:
     """``steps`` steps of ``optimizer`` (a factory ``[tensor] -> Optimizer``) from ``init``, each
     datapoint's gradient clipped to ``max_grad_norm``; returns detached parameters."""
@@ -48,9 +57,7 @@ def refine(model, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Ca
     opt = optimizer([params])
     with torch.enable_grad():
         for _ in range(steps):
-            (grad,) = torch.autograd.grad(negative_elbo_sum(model, x, params, samples, analytic_kl), [params])
-            params.grad = clip_per_datapoint(grad, max_grad_norm)
-            opt.step()
+            gradient_step(model, x, params, opt, samples, analytic_kl, max_grad_norm)
     return params.detach()
 
 
@@ -68,10 +75,7 @@ def fit_heldout(model, x: torch.Tensor, init: torch.Tensor, optimizer: Callable,
     best, bad, running, step = math.inf, 0, 0.0, 0
     with torch.enable_grad():
         while step < max_steps:
-            loss = negative_elbo_sum(model, x, params, samples, analytic_kl)
-            (params.grad,) = torch.autograd.grad(loss, [params])
-            opt.step()
-            running = running + loss.detach()
+            running = running + gradient_step(model, x, params, opt, samples, analytic_kl, None)
             step += 1
             if step % window == 0:
                 mean = float(running) / window

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vibench.evaluation import CompiledLikelihood, evaluate_batch, samples_per_chunk, summarize
+from vibench.evaluation import CompiledLikelihood, evaluate_batch, samples_per_chunk_for, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
@@ -107,9 +107,9 @@ class AmortizedVI(L.LightningModule):
         name, samples, estimator = self.objective["name"], self.objective["samples"], self.objective["estimator"]
         beta = self.beta()
         logs = {}
-        if estimator == "reparam" and name == "elbo" and self.method == "aevb":  # the hot path (compiled for long runs)
-            loss, recon, kl = self._reparam_loss(x, torch.tensor(beta, device=x.device, dtype=x.dtype))
-            return self._logged(loss, recon, kl, beta, {})
+        if estimator == "reparam" and name == "elbo":  # the hot path (compiled for long VAE runs)
+            loss, recon, kl = self._reparam_loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype))
+            return self._logged(loss, recon, kl, beta, logs)
         q = self.train_posterior(x, idx)
         if name == "iwae":
             z = q.rsample((samples,))
@@ -119,9 +119,6 @@ class AmortizedVI(L.LightningModule):
             loss = -bound.mean()
             recon, kl = log_px_z.mean(0), kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
             logs["train/iw_bound"] = bound.mean()
-        elif estimator == "reparam":
-            recon, kl = self.elbo_terms(x, q, samples)
-            loss = -(recon - beta * kl).mean()
         else:
             recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
             loss = -(recon - beta * kl + surrogate).mean()
@@ -160,9 +157,10 @@ class AmortizedVI(L.LightningModule):
             self.log_dict({f"{k}_epoch": v for k, v in zip(self._keys, means)})
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
 
-    def reparam_elbo_loss(self, x: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(loss, recon, kl)`` of the amortized reparameterized ELBO: the hot path, compiled for long runs."""
-        recon, kl = self.elbo_terms(x, self.guide(x, None), self.objective["samples"])
+    def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, recon, kl)`` of the reparameterized ELBO with L = ``objective.samples``; q from
+        :meth:`train_posterior` (SVI's refinement is not compiled: only the amortized VAE's loss is)."""
+        recon, kl = self.elbo_terms(x, self.train_posterior(x, idx), self.objective["samples"])
         return -(recon - beta * kl).mean(), recon, kl
 
     def on_fit_start(self) -> None:
@@ -228,8 +226,7 @@ class AmortizedVI(L.LightningModule):
     def test_step(self, batch, batch_idx):
         x, idx = batch
         q = self.eval_posterior(x, idx, "test")
-        widths = [m.out_features for m in self.model.decoder.net if isinstance(m, nn.Linear)]
-        chunk = samples_per_chunk(len(x), self.model.latent, widths[:-1], widths[-1], self.eval_chunk_mib, x.element_size())
+        chunk = samples_per_chunk_for(self.model, len(x), self.eval_chunk_mib, x.element_size())
         parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._log_likelihood)
         marginal = self.model.exact_marginal()
         if marginal is not None:

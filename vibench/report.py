@@ -84,7 +84,8 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
 
     fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=110)
     numeric = x in NUMERIC
-    for n, (label, rows) in enumerate(aggregate(points, x, series_dims).items()):
+    series = aggregate(points, x, series_dims)
+    for n, (label, rows) in enumerate(series.items()):
         xs = [r[0] for r in rows] if numeric else [str(r[0]) for r in rows]
         colour = f"C{n % 10}"
         solid, dashed = ("o-", "s--") if numeric else ("o", "s")  # categories are not ordered: no connecting lines
@@ -101,7 +102,7 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
         ax.minorticks_off()
     ax.set_xlabel(DIMENSIONS[x][0])
     ax.set_ylabel("IW log-likelihood - ELBO (nats)" if gap else "test bound (nats per image)")
-    seeds = max(r[5] for rows in aggregate(points, x, series_dims).values() for r in rows)
+    seeds = max(r[5] for rows in series.values() for r in rows)
     err = "standard error over seeds" if seeds > 1 else "standard error over test points"
     ax.set_title(("ELBO-to-log-likelihood gap" if gap else "Test bounds") + f" vs {DIMENSIONS[x][0]}" + ("" if gap else f"\n(error bars: {err}; K = {points[0]['K']})"), fontsize=10)
     ax.grid(alpha=0.3)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from vibench import records
 from vibench.analyses import check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
 from vibench.config_checks import check_config
-from vibench.errors import ConfigError, VibenchError
+from vibench.errors import ConfigError, Interrupted, VibenchError
 
 
 def build(what: str, cfg: DictConfig, **kwargs: Any) -> Any:
@@ -181,12 +181,6 @@ def quiet_library_chatter() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The anonymous setting has no effect")
-
-
-class Interrupted(VibenchError):
-    """The run was stopped by SIGTERM after saving a checkpoint (exit code 143, as for SIGTERM)."""
-
-    exit_code = 143
 
 
 def timing(clock, module, started: float) -> dict[str, float]:
