@@ -217,7 +217,7 @@ def sync(device: str) -> None:
 
 def eval_rate(data: torch.Tensor, k: int, points: int, device: torch.device, chunk_mib: float) -> dict[str, float]:
     """vibench's K-sample evaluation of ``points`` test images: sample-points per second and decoder GFLOP/s."""
-    from vibench.evaluation import CompiledLikelihood, evaluate_batch, samples_per_chunk
+    from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk
     from vibench.model import GenerativeModel
     from vibench.networks import Decoder, GaussianEncoder
 
@@ -228,14 +228,14 @@ def eval_rate(data: torch.Tensor, k: int, points: int, device: torch.device, chu
     chunk = samples_per_chunk(batch, Z, [H], D, chunk_mib)
     # as vibench decides with eval.compile=auto for this K over the full 10,000-image test set
     compiled = k * 10000 >= 10_000_000
-    loglik = CompiledLikelihood(model) if compiled else None
+    fused = CompiledChunk(model) if compiled else None
     t = time.perf_counter()
-    evaluate_batch(model, enc, x[:batch], None, min(k, 50), chunk, log_likelihood=loglik)  # warm-up (and compile)
+    evaluate_batch(model, enc, x[:batch], None, min(k, 50), chunk, compiled=fused)  # warm-up (and compile)
     sync(device.type)
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
     for i in range(0, points, batch):
-        evaluate_batch(model, enc, x[i : i + batch], None, k, chunk, log_likelihood=loglik)
+        evaluate_batch(model, enc, x[i : i + batch], None, k, chunk, compiled=fused)
     sync(device.type)
     seconds = time.perf_counter() - t
     sample_points = points * k

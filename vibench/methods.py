@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vibench.evaluation import CompiledLikelihood, evaluate_batch, samples_per_chunk_for, summarize
+from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk_for, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
@@ -68,7 +68,7 @@ class AmortizedVI(L.LightningModule):
         self.mc_samples, self.analytic_kl = mc_samples, analytic_kl
         self.iw_samples, self.eval_chunk_mib, self.eval_compile, self.train_compile = iw_samples, eval_chunk_mib, eval_compile, train_compile
         self._reparam_loss = self.reparam_elbo_loss
-        self._log_likelihood: CompiledLikelihood | None = None
+        self._compiled_chunk: CompiledChunk | None = None
         self.register_buffer("score_baseline", torch.zeros(()))  # running mean for the score-function estimator at L = 1
         self.test_summary: dict[str, float] = {}
         self.timing: dict[str, float] = {}
@@ -221,13 +221,13 @@ class AmortizedVI(L.LightningModule):
         n_test = self.trainer.datamodule.sizes()["n_test"] if self.trainer.datamodule is not None else 0
         # auto: compile when the evaluation is long enough (>= 1e7 sample-points, a minute or more on a CPU) to repay ~8 s of compiling
         if self.eval_compile is True or (self.eval_compile == "auto" and self.iw_samples * n_test >= 10_000_000):
-            self._log_likelihood = self._log_likelihood or CompiledLikelihood(self.model)
+            self._compiled_chunk = self._compiled_chunk or CompiledChunk(self.model)
 
     def test_step(self, batch, batch_idx):
         x, idx = batch
         q = self.eval_posterior(x, idx, "test")
         chunk = samples_per_chunk_for(self.model, len(x), self.eval_chunk_mib, x.element_size())
-        parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._log_likelihood)
+        parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._compiled_chunk)
         marginal = self.model.exact_marginal()
         if marginal is not None:
             parts["exact_ll"] = marginal.log_prob(x)
