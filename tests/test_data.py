@@ -211,3 +211,17 @@ def test_missing_files_are_downloaded_verified_and_written_atomically(tmp_path):
             fetch(tmp_path / "data", [gone], "test")
     finally:
         server.shutdown()
+
+
+def test_index_batches_groups_are_the_same_minibatches_in_the_same_order():
+    data = torch.arange(23.0).unsqueeze(1)
+    single = [idx for _, idx in IndexBatches(data, 5, shuffle_seed=lambda: 3)]
+    grouped = IndexBatches(data, 5, shuffle_seed=lambda: 3, group=3)
+    items = list(grouped)
+    assert len(grouped) == len(items) == 2 and [len(g) for g in items] == [3, 2]
+    flat = [mb for group in items for mb in group]
+    assert all(torch.equal(idx, s) and torch.equal(x[:, 0], idx.float()) for (x, idx), s in zip(flat, single))
+    # consumed counts minibatches, so a resume skips the right rows whatever the grouping
+    grouped.load_state_dict({"consumed": 3})
+    resumed = [idx for group in grouped for _, idx in group]
+    assert len(resumed) == 2 and all(torch.equal(a, b) for a, b in zip(resumed, single[3:]))

@@ -97,3 +97,23 @@ def test_failure_after_the_test_keeps_the_test_metrics(compose_cfg, tmp_path, mo
     rec = only_record(tmp_path / "runs")
     assert rec["status"] == "failed" and "gap analysis crashed" in rec["error"]
     assert rec["metrics"]["test/iw_ll"] < 0 and "test/elbo" in rec["metrics"]  # nothing already computed is lost
+
+
+def test_steps_per_call_changes_the_speed_not_the_numbers(compose_cfg, tmp_path):
+    """Ten minibatches per Lightning step (the default) train exactly as one per step: same
+    batches, noise, KL weights and optimizer steps, so the same record to the last digit."""
+    metrics = {}
+    for spc in (1, 10):
+        cfg = compose_cfg(f"train.steps_per_call={spc}", "annealing=linear", "annealing.fn.warmup=1", "trainer.max_epochs=2", "iw_samples=50", "logger=none", "images=false",
+                          f"results_dir={tmp_path}/runs{spc}", f"output_dir={tmp_path}/out{spc}", "dataset.test_subset=50")
+        run(cfg)
+        rec = only_record(tmp_path / f"runs{spc}")
+        assert rec["global_step"] == 2 * 13 and rec["timing"]["train_examples"] == 2 * 1297  # digits: 13 minibatches per epoch
+        metrics[spc] = rec["metrics"]
+    for key in ("test/elbo", "test/iw_ll", "val/elbo"):
+        assert metrics[1][key] == metrics[10][key], key
+
+
+def test_max_steps_is_not_overshot_by_grouped_steps(compose_cfg, tmp_path):
+    run(compose_cfg("train.steps_per_call=10", "+trainer.max_steps=7", "iw_samples=10", "logger=none", "images=false", "dataset.test_subset=20"))
+    assert only_record(tmp_path / "runs")["global_step"] == 7

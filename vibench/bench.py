@@ -8,8 +8,8 @@ Machines here change speed (other processes, CPU clock states), so only ratios o
 are reported as medians with their spread; never single absolute times.
 
 Contenders: (a) vibench; (b) a minimal plain PyTorch loop of the identical model, the reference
-(default Adam, and Adam(fused=True)); (c) Pyro SVI (Trace_ELBO) and (d) pythae's VAE model (its
-loss with our loop; its trainer adds more) when installed. Also measured: the matrix-multiply
+(default Adam, and Adam(fused=True)); (c) Pyro SVI (Trace_ELBO) and (d) pythae's VAE with its own
+trainer, when installed. Also measured: the matrix-multiply
 rate, the K-sample IW evaluation against it, SVI's cost per batch against the VAE's, and the
 time from the command line to the first training step. Results go to ``results/bench/``.
 """
@@ -17,8 +17,11 @@ time from the command line to the first training step. Results go to ``results/b
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,12 +99,16 @@ class PyroLoop:
 
 
 class PythaeLoop:
-    """pythae's VAE model (its loss, its reparameterization) with an Adam step per batch (pythae, optional)."""
+    """pythae's VAE (its model, loss and reparameterization) trained by pythae's own ``BaseTrainer``
+    (pythae, optional). A block is one trainer epoch over a dataset of ``block`` minibatches, so
+    its DataLoader, per-step ``loss.item()`` and progress bar are counted, as a pythae user pays them."""
 
-    def __init__(self, data: torch.Tensor):
+    def __init__(self, data: torch.Tensor, block: int, workdir: str):
+        from pythae.data.datasets import BaseDataset
         from pythae.models import VAE, VAEConfig
         from pythae.models.base.base_utils import ModelOutput
         from pythae.models.nn import BaseDecoder, BaseEncoder
+        from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
         class Enc(BaseEncoder):
             def __init__(self):
@@ -120,19 +127,19 @@ class PythaeLoop:
             def forward(self, z):
                 return ModelOutput(reconstruction=self.net(z).reshape(len(z), 1, 28, 28))
 
-        self.model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=Z, reconstruction_loss="bce"), encoder=Enc(), decoder=Dec())
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.data, self.g = data.reshape(-1, 1, 28, 28), torch.Generator().manual_seed(2)
+        model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=Z, reconstruction_loss="bce"), encoder=Enc(), decoder=Dec())
+        images = data[: block * BATCH].reshape(-1, 1, 28, 28)
+        config = BaseTrainerConfig(output_dir=workdir, num_epochs=10**6, learning_rate=1e-3, per_device_train_batch_size=BATCH, optimizer_cls="Adam", no_cuda=True, steps_saving=None, steps_predict=None)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            self.trainer = BaseTrainer(model, BaseDataset(images, torch.zeros(len(images))), training_config=config)
+            self.trainer.prepare_training()
+        self.block_steps, self.epoch = block, 0
 
     def block(self, steps: int) -> None:
-        from pythae.data.datasets import DatasetOutput
-
-        for _ in range(steps):
-            x = self.data[torch.randint(len(self.data), (BATCH,), generator=self.g)]
-            loss = self.model(DatasetOutput(data=x)).loss
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+        assert steps == self.block_steps, "a pythae block is one epoch of its trainer"
+        self.epoch += 1
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress bar still renders
+            self.trainer.train_step(self.epoch)
 
 
 def optional(name: str, make):
@@ -167,26 +174,27 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
-def lightning_interleaved(data_overrides: list[str], contenders: dict, block: int, rounds: int, device: str, workdir: Path) -> tuple[dict[str, list[float]], float]:
+def lightning_interleaved(data_overrides: list[str], contenders: dict, block: int, rounds: int, device: str, workdir: Path) -> tuple[dict[str, list[float]], float, bool]:
     """Run vibench's real training loop; after each block of its steps, one block of every other contender."""
     import lightning as L
 
-    from vibench.run import build, make_trainer
+    from vibench.compiling import CompiledOrEager
+    from vibench.run import build, make_datamodule, make_trainer
 
     times: dict[str, list[float]] = {"vibench": [], **{name: [] for name in contenders}}
 
     class Interleave(L.Callback):
         def __init__(self):
-            self.mark, self.step = None, 0
+            self.mark, self.last = None, 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if self.mark is None:
                 self.mark = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.step += 1
-            if self.step % block:
+            if trainer.global_step - self.last < block:  # optimizer steps (train.steps_per_call per Lightning step)
                 return
+            self.last = trainer.global_step
             sync(device)
             times["vibench"].append(time.perf_counter() - self.mark)
             for name, c in contenders.items():
@@ -201,13 +209,13 @@ def lightning_interleaved(data_overrides: list[str], contenders: dict, block: in
     cfg = compose(["+experiment=aevb_mnist", *data_overrides, "logger=none", "images=false", "trainer.max_epochs=1000", f"trainer.accelerator={device}",
                    f"output_dir={workdir}", f"results_dir={workdir}/runs", "resume=null"])
     L.seed_everything(0, verbose=False)
-    datamodule = build("dataset", cfg.dataset)
+    datamodule = make_datamodule(cfg)
     datamodule.load()
     module = build("inference", cfg.inference, model=build("model", cfg.model), optimizer=build("optimizer", cfg.optimizer))
     trainer, _, _ = make_trainer(cfg, workdir, "bench", False, {"limit_val_batches": 0}, extra_callbacks=(Interleave(),))
     trainer.fit(module, datamodule=datamodule)
     # the first block warms up (and includes any compiling): reported apart, left out of the ratios
-    return {k: v[1:] for k, v in times.items()}, times["vibench"][0]
+    return {k: v[1:] for k, v in times.items()}, times["vibench"][0], isinstance(module._reparam_loss, CompiledOrEager)
 
 
 def sync(device: str) -> None:
@@ -342,20 +350,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--no-peers", action="store_true", help="skip Pyro and pythae")
-    parser.add_argument("--compile", action="store_true", help="vibench with train.compile=true (compile time is reported, and excluded from the blocks)")
+    parser.add_argument("--train-compile", default="auto", choices=("auto", "true", "false"), help="vibench's train.compile (default: the config's auto, as a user's run of this length gets); compile time is reported, and excluded from the blocks")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     train, test, data_name = load_data()
     train_dev = train.to(device)
     contenders = {"plain": PlainLoop(train_dev), "plain_fused_adam": PlainLoop(train_dev, fused=True)}
     if not args.no_peers and device.type == "cpu":
-        for name, make in (("pyro", lambda: PyroLoop(train)), ("pythae", lambda: PythaeLoop(train))):
+        pythae_dir = tempfile.mkdtemp(prefix="vibench-bench-pythae-")
+        for name, make in (("pyro", lambda: PyroLoop(train)), ("pythae", lambda: PythaeLoop(train, args.block, pythae_dir))):
             if (c := optional(name, make)) is not None:
                 contenders[name] = c
     chunk_mib = args.chunk_mib or compose([]).eval.chunk_mib
     with tempfile.TemporaryDirectory() as tmp:
         rate_before = matmul_gflops(device)
-        times, first_block_s = lightning_interleaved(["train.compile=true"] if args.compile else ["train.compile=false"], contenders, args.block, args.rounds, args.device, Path(tmp))
+        times, first_block_s, compiled = lightning_interleaved([f"train.compile={args.train_compile}"], contenders, args.block, args.rounds, args.device, Path(tmp))
         rate_after = matmul_gflops(device)
     ratios = {name: quantiles([a / b for a, b in zip(times[name], times["plain"])]) for name in times if name != "plain"}
     per_epoch = {name: statistics.median(v) * (50000 / BATCH / args.block) for name, v in times.items()}
@@ -373,11 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         **{k: v["median"] for k, v in peers.items()},
     }
     verdicts = {k: (v, TARGETS[k], (v <= TARGETS[k][1]) if TARGETS[k][0] == "<=" else (v >= TARGETS[k][1])) for k, v in measured.items()}
-    result = {"machine": machine(device), "data": data_name, "vibench_train_compile": args.compile, "vibench_first_block_s": first_block_s, "block_steps": args.block, "rounds": args.rounds, "matmul_gflops": rate,
+    result = {"machine": machine(device), "data": data_name, "vibench_train_compile": compiled, "vibench_first_block_s": first_block_s, "block_steps": args.block, "rounds": args.rounds, "matmul_gflops": rate,
               "block_seconds": {k: quantiles(v) for k, v in times.items()}, "epoch_seconds_estimate": per_epoch, "ratio_to_plain": ratios, "peers": peers,
               "evaluation": evaluation, "svi": svi, "startup_to_first_step_s": startup,
               "targets": {k: {"measured": v, "target": f"{t[0]} {t[1]}", "met": ok} for k, (v, t, ok) in verdicts.items()}, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write(result, Path(args.out))
+    if not args.no_peers and device.type == "cpu":
+        shutil.rmtree(pythae_dir, ignore_errors=True)
     return 0
 
 

@@ -73,6 +73,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.chunk_mib": _float(0, strict=True),
     "eval.batch_size": _int(1),
     "train.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
+    "train.steps_per_call": _int(1),
     "eval.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
     "dataset.batch_size": _int(1),
     "dataset.train_subset": _optional(_int(1)),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
+from vibench.compiling import CompiledOrEager
 from vibench.objectives import combine_iw_chunks, kl_estimate, log_weights
 
 
@@ -54,14 +55,17 @@ class CompiledChunk:
     densities of q and p(z), the weights and the chunk's logsumexp fuse around the two matrix
     products: on CPU the decoder then runs at ~80% of the matrix-multiply rate instead of 65-70%
     eagerly (``python -m vibench.bench``). Compiling costs ~10 s once, so it pays for long
-    evaluations only (``eval.compile=auto``). Falls back to eager, once and with a warning, if
-    compilation fails (no C++ compiler, an unsupported device).
+    evaluations only (``eval.compile=auto``). Falls back to eager if compiling fails
+    (:class:`~vibench.compiling.CompiledOrEager`).
     """
 
     def __init__(self, model):
         self.model = model
-        self.compiled = torch.compile(self._eager, dynamic=True)
-        self.failed = False
+        self._call = CompiledOrEager(self._eager, "the evaluation", dynamic=True)
+
+    @property
+    def failed(self) -> bool:
+        return self._call.failed
 
     @staticmethod
     def supports(q: Distribution) -> bool:
@@ -73,15 +77,7 @@ class CompiledChunk:
         return chunk_terms(self.model.decoder.fast_log_prob(z, x), self.model.prior().log_prob(z), q.log_prob(z))
 
     def __call__(self, eps: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.failed:
-            try:
-                return self.compiled(eps, loc, scale, x)
-            except Exception as e:  # noqa: BLE001 - any compiler failure: evaluate eagerly instead
-                import warnings
-
-                warnings.warn(f"torch.compile of the evaluation failed ({type(e).__name__}); evaluating eagerly")
-                self.failed = True
-        return self._eager(eps, loc, scale, x)
+        return self._call(eps, loc, scale, x)
 
 
 @torch.no_grad()

@@ -83,16 +83,18 @@ class NonFiniteGuard(L.Callback):
     def __init__(self, checkpoint_callback=None, every: int = 1):
         self.every, self.checkpoint_callback = max(1, every), checkpoint_callback
         self._losses: list[torch.Tensor] = []
-        self._first_step = 0
+        self._first_step = self._pending = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
+        loss = loss.detach().reshape(-1)  # one loss per optimizer step of this Lightning step
         if not self._losses:
-            self._first_step = trainer.global_step - 1  # the step's own index (global_step was incremented by its optimizer step)
-        self._losses.append(loss.detach())
-        if len(self._losses) >= self.every:
+            self._first_step = trainer.global_step - len(loss)  # the first step's own index (global_step counts completed steps)
+        self._losses.append(loss)
+        self._pending += len(loss)
+        if self._pending >= self.every:
             self.check(trainer)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -101,8 +103,8 @@ class NonFiniteGuard(L.Callback):
     def check(self, trainer) -> None:
         if not self._losses:
             return
-        finite = torch.isfinite(torch.stack(self._losses))
-        self._losses = []
+        finite = torch.isfinite(torch.cat(self._losses))
+        self._losses, self._pending = [], 0
         if bool(finite.all()):
             return
         step = self._first_step + int((~finite).nonzero()[0])

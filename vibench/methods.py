@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from vibench.compiling import CompiledOrEager
 from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk_for, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
@@ -31,6 +32,14 @@ from vibench.objectives import iw_bound, kl_estimate, log_weights
 from vibench.schedules import KLSchedule, constant, plain_partial
 
 FLAVOURS = ("persistent", "reset", "encoder")
+TRAIN_KEYS = ("train/loss", "train/elbo", "train/kl", "train/recon")
+
+
+def step_stats(loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+    """A step's training metrics in :data:`TRAIN_KEYS` order, one detached ``[4]`` tensor: the
+    minimized loss, the ELBO (beta = 1), KL and reconstruction, each a batch mean."""
+    recon_mean, kl_mean = recon.mean(), kl.mean()
+    return torch.stack([loss, recon_mean - kl_mean, kl_mean, recon_mean]).detach()
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("reparam", "score")
 
@@ -73,9 +82,10 @@ class AmortizedVI(L.LightningModule):
         self.test_summary: dict[str, float] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
-        self._window = self._epoch = None
+        self._window = self._epoch = self._beta = None
         self._window_steps = self._epoch_steps = 0
-        self._keys: list[str] = []
+        self._steps_per_epoch = 1
+        self._keys: tuple[str, ...] = TRAIN_KEYS
         self.automatic_optimization = False
 
     def describe(self) -> dict:
@@ -98,70 +108,79 @@ class AmortizedVI(L.LightningModule):
         return recon, kl
 
     def beta(self) -> float:
-        steps_per_epoch = self.trainer.num_training_batches if self._trainer is not None else 1
-        return self.annealing(self.global_step, int(steps_per_epoch) if steps_per_epoch != float("inf") else 1)
+        return self.annealing(self.global_step, self._steps_per_epoch)
+
+    def on_train_start(self) -> None:
+        # optimizer steps per epoch (a Lightning step may hold several: train.steps_per_call)
+        dm = self.trainer.datamodule
+        self._steps_per_epoch = dm.steps_per_epoch() if dm is not None and hasattr(dm, "steps_per_epoch") else max(1, int(self.trainer.num_training_batches))
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The training objective for a batch; logs ``train/loss`` (what is minimized), ``train/elbo``
         (beta = 1), ``train/kl``, ``train/recon``, ``train/beta`` and, for IWAE, ``train/iw_bound``."""
         name, samples, estimator = self.objective["name"], self.objective["samples"], self.objective["estimator"]
         beta = self.beta()
-        logs = {}
         if estimator == "reparam" and name == "elbo":  # the hot path (compiled for long VAE runs)
-            loss, recon, kl = self._reparam_loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype))
-            return self._logged(loss, recon, kl, beta, logs)
+            if self._beta is None or self._beta[0] != beta:
+                self._beta = (beta, torch.tensor(beta, device=x.device, dtype=x.dtype))
+            loss, stats = self._reparam_loss(x, idx, self._beta[1])
+            self.track_training(TRAIN_KEYS, stats, beta)
+            return loss
         q = self.train_posterior(x, idx)
         if name == "iwae":
             z = q.rsample((samples,))
             log_px_z, log_pz = self.model.log_joint_terms(x, z)
-            log_w = log_weights(log_px_z, log_pz, q.log_prob(z))
-            bound = iw_bound(log_w)
+            bound = iw_bound(log_weights(log_px_z, log_pz, q.log_prob(z)))
             loss = -bound.mean()
             recon, kl = log_px_z.mean(0), kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
-            logs["train/iw_bound"] = bound.mean()
-        else:
-            recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
-            loss = -(recon - beta * kl + surrogate).mean()
-        return self._logged(loss, recon, kl, beta, logs)
-
-    def _logged(self, loss, recon, kl, beta: float, logs: dict) -> torch.Tensor:
-        logs.update({"train/loss": loss, "train/elbo": (recon - kl).mean(), "train/kl": kl.mean(), "train/recon": recon.mean()})
-        self.track_training(logs, beta)
+            self.track_training((*TRAIN_KEYS, "train/iw_bound"), torch.cat([step_stats(loss, recon, kl), bound.mean().detach()[None]]), beta)
+            return loss
+        recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
+        loss = -(recon - beta * kl + surrogate).mean()
+        self.track_training(TRAIN_KEYS, step_stats(loss, recon, kl), beta)
         return loss
 
-    def track_training(self, metrics: dict[str, torch.Tensor], beta: float) -> None:
-        """Accumulate per-step training metrics on the device; log their window means every
-        ``trainer.log_every_n_steps`` steps with one host sync.
+    def track_training(self, keys: tuple[str, ...], stats: torch.Tensor, beta: float) -> None:
+        """Accumulate a step's training metrics (``stats[i]`` for ``keys[i]``) on the device; log
+        their window means every ``trainer.log_every_n_steps`` steps with one host sync.
 
         Lightning's ``self.log`` re-walks its whole result collection on every call (about 1 ms a
         metric a step on a CPU, a quarter of a VAE step here): training metrics bypass it and go to
         the loggers directly; epoch means are logged through ``self.log`` once per epoch.
         """
-        values = torch.stack([v.detach() for v in metrics.values()])
-        self._window = values if self._window is None else self._window + values
-        self._epoch = values if self._epoch is None else self._epoch + values
+        self._keys = keys
+        self._window = stats if self._window is None else self._window + stats
         self._window_steps += 1
-        self._epoch_steps += 1
-        self._keys = list(metrics)
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
         if (self.global_step + 1) % max(1, every) == 0:
+            self._flush_window(beta)
+
+    def _flush_window(self, beta: float | None) -> None:
+        if self._window is None:
+            return
+        self._epoch = self._window if self._epoch is None else self._epoch + self._window
+        self._epoch_steps += self._window_steps
+        if beta is not None:
             means = dict(zip(self._keys, (self._window / self._window_steps).tolist()))
             means["train/beta"] = beta
             for logger in self.loggers:
                 logger.log_metrics(means, step=self.global_step)
-            self._window, self._window_steps = None, 0
+        self._window, self._window_steps = None, 0
 
     def on_train_epoch_end(self) -> None:
+        self._flush_window(None)  # steps since the last logged window count towards the epoch means
         if self._epoch is not None:
             means = (self._epoch / self._epoch_steps).tolist()
             self.log_dict({f"{k}_epoch": v for k, v in zip(self._keys, means)})
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
 
-    def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(loss, recon, kl)`` of the reparameterized ELBO with L = ``objective.samples``; q from
-        :meth:`train_posterior` (SVI's refinement is not compiled: only the amortized VAE's loss is)."""
+    def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, stats)`` of the reparameterized ELBO with L = ``objective.samples``, ``stats`` as
+        :func:`step_stats` (inside the compiled graph when compiled, where its reductions are free);
+        q from :meth:`train_posterior` (SVI's refinement is not compiled: only the amortized VAE's loss is)."""
         recon, kl = self.elbo_terms(x, self.train_posterior(x, idx), self.objective["samples"])
-        return -(recon - beta * kl).mean(), recon, kl
+        loss = -(recon - beta * kl).mean()
+        return loss, step_stats(loss, recon, kl)
 
     def on_fit_start(self) -> None:
         # auto: compile the loss for runs of >= 50,000 steps (compiling takes ~12 s).
@@ -170,10 +189,13 @@ class AmortizedVI(L.LightningModule):
         dm, t = self.trainer.datamodule, self.trainer
         per_epoch = math.ceil(dm.sizes()["n_train"] / dm.batch_size) if dm is not None else 0
         steps = t.max_steps if t.max_steps and t.max_steps > 0 else (t.max_epochs or 0) * per_epoch
-        # On CPU, compiling measured 4% faster at 1 thread but 20% slower at 2 (results/bench): auto compiles on CUDA only.
-        auto = self.train_compile == "auto" and steps >= 50_000 and self.device.type == "cuda"
+        # Compiled, the VAE's step measured 10-15% faster on 2 CPU threads (python -m vibench.bench); compiling takes 3-15 s.
+        auto = self.train_compile == "auto" and steps >= 50_000
         if self.method == "aevb" and (self.train_compile is True or auto):
-            self._reparam_loss = torch.compile(self.reparam_elbo_loss)
+            # torch.distributions resolves a KL pair on first use and memoizes it; resolved inside
+            # the compiled loss, that lookup would split it into two graphs (a per-step cost).
+            kl_estimate(self.model.prior(), self.model.prior())
+            self._reparam_loss = CompiledOrEager(self.reparam_elbo_loss, "the training loss")
 
     def score_function_terms(self, x: torch.Tensor, q: Distribution, samples: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """REINFORCE: ``(recon, kl, surrogate)`` with ``grad surrogate = E_q[(f(z) - b) grad log q(z)]``.
@@ -197,16 +219,28 @@ class AmortizedVI(L.LightningModule):
         return log_px_z.mean(0), kl, surrogate
 
     def training_step(self, batch, batch_idx):
-        """One step, optimized by hand: Lightning's automatic-optimization closure costs more than
-        it gives a single-optimizer model (and SVI needs manual steps anyway)."""
-        x, idx = batch
-        opt = self.optimizers()
-        loss = self.training_loss(x, idx)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.after_backward(x, idx)
-        opt.step()
-        return loss
+        """One optimizer step per minibatch of ``batch``, a list of ``(x, idx)`` minibatches
+        (``train.steps_per_call`` of them; a lone ``(x, idx)`` is one). Returns the ``[steps]`` losses.
+
+        Several steps per Lightning step spread Lightning's fixed per-step cost (hook dispatch over
+        the callbacks, batch transfer, loop bookkeeping: ~0.8 ms on a CPU, 15% of a small VAE's
+        step) over them; each minibatch still gets its own optimizer step, KL weight and noise, in
+        the same order as with one per call. Optimized by hand: Lightning's automatic-optimization
+        closure costs more than it gives a single-optimizer model (and SVI needs manual steps anyway).
+        """
+        minibatches = [batch] if isinstance(batch, tuple) else batch
+        opt, max_steps = self.optimizers(), self.trainer.max_steps if self._trainer is not None else -1
+        losses = []
+        for x, idx in minibatches:
+            if 0 <= max_steps <= self.global_step:  # the last call of a run may stop mid-list
+                break
+            loss = self.training_loss(x, idx)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            self.after_backward(x, idx)
+            opt.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
 
     def after_backward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
         """Gradients beyond the loss's own, before the optimizer step (none for the amortized VAE)."""

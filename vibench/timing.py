@@ -54,7 +54,8 @@ class WallClock(L.Callback):
             self.first_step_at = time.time()  # wall time: the benchmark measures start-up latency from it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.train_examples += len(batch[0]) * self.world_size
+        minibatches = [batch] if isinstance(batch, tuple) else batch  # a list when train.steps_per_call > 1
+        self.train_examples += sum(len(x) for x, _ in minibatches) * self.world_size
 
     def summary(self) -> dict[str, float]:
         train_s = max(self.fit_s - self.val_s, 0.0)

@@ -20,16 +20,21 @@ from vibench.errors import DataError
 class IndexBatches:
     """Iterable of ``(x[idx], idx)`` minibatches over a tensor ``data`` of shape ``[N, dim]``.
 
+    ``group``: if given, each item is instead a list of up to ``group`` consecutive minibatches
+    (gathered at once), trained on in one Lightning step (``train.steps_per_call``); ``len`` counts
+    items.
+
     ``shuffle_seed``: if given, a callable returning the seed of each pass's permutation (the
     DataModule derives it from the seed and the epoch, so a resumed run sees the same order).
 
-    Stateful for exact mid-epoch resume: ``consumed`` counts the batches actually trained on (the
-    DataModule increments it when a batch reaches the step, which Lightning's one-batch prefetch
-    would otherwise blur); after :meth:`load_state_dict`, the next pass skips that many batches.
+    Stateful for exact mid-epoch resume: ``consumed`` counts the minibatches actually trained on
+    (the DataModule increments it when an item reaches the step, which Lightning's one-item
+    prefetch would otherwise blur); after :meth:`load_state_dict`, the next pass skips that many
+    minibatches, whatever the grouping.
     """
 
-    def __init__(self, data: torch.Tensor, batch_size: int, shuffle_seed: Callable[[], int] | None = None, rank: int = 0, world_size: int = 1, drop_uneven: bool = True):
-        self.data, self.batch_size, self.shuffle_seed = data, batch_size, shuffle_seed
+    def __init__(self, data: torch.Tensor, batch_size: int, shuffle_seed: Callable[[], int] | None = None, rank: int = 0, world_size: int = 1, drop_uneven: bool = True, group: int | None = None):
+        self.data, self.batch_size, self.shuffle_seed, self.group = data, batch_size, shuffle_seed, group
         self.rank, self.world_size, self.drop_uneven = rank, world_size, drop_uneven
         self.consumed, self._skip = 0, 0
 
@@ -38,8 +43,12 @@ class IndexBatches:
         n, w = len(self.data), self.world_size
         return n // w if self.drop_uneven else math.ceil(n / w)
 
-    def __len__(self) -> int:
+    def minibatches(self) -> int:
+        """Minibatches per pass (optimizer steps per epoch)."""
         return math.ceil(self._shard_size() / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.minibatches() / (self.group or 1))
 
     def _shard(self, order: torch.Tensor) -> torch.Tensor:
         """This rank's rows of ``order``: every world_size-th, trimmed (training) or padded by
@@ -58,11 +67,15 @@ class IndexBatches:
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.shuffle_seed()))
         order = self._shard(order).to(self.data.device)
-        skip, self._skip = (self._skip if self._skip < len(self) else 0), 0
+        skip, self._skip = (self._skip if self._skip < self.minibatches() else 0), 0
         self.consumed = skip
-        for start in range(skip * self.batch_size, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.data[idx], idx
+        step = self.batch_size * (self.group or 1)
+        for start in range(skip * self.batch_size, len(order), step):
+            idx = order[start : start + step]
+            if self.group is None:
+                yield self.data[idx], idx
+            else:  # one gather, split into views
+                yield list(zip(self.data[idx].split(self.batch_size), idx.split(self.batch_size)))
 
     def state_dict(self) -> dict[str, int]:
         return {"consumed": self.consumed}
@@ -91,10 +104,15 @@ class DataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation and test.
         train_subset, val_subset, test_subset: if set, a random subset of that many rows,
             drawn with ``subset_seed``.
+        steps_per_call: training minibatches per Lightning step (each training item is a list of
+            them, see :class:`IndexBatches`).
+        step_multiple: if set (the step interval of mid-epoch checkpoints), every multiple of it
+            ends a Lightning step: the group size is reduced to divide it and the epoch.
     """
 
-    def __init__(self, source: Callable[[], Splits], name: str, dim: int, likelihood: str, batch_size: int = 100, eval_batch_size: int = 500, train_subset: int | None = None, val_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0, shuffle_seed: int = 0):
+    def __init__(self, source: Callable[[], Splits], name: str, dim: int, likelihood: str, batch_size: int = 100, eval_batch_size: int = 500, train_subset: int | None = None, val_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0, shuffle_seed: int = 0, steps_per_call: int = 1, step_multiple: int | None = None):
         super().__init__()
+        self.steps_per_call, self.step_multiple = steps_per_call, step_multiple
         self.source, self.name, self.dim, self.likelihood = source, name, dim, likelihood
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
@@ -149,7 +167,15 @@ class DataModule(L.LightningDataModule):
         s = self.load()
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
         self._train_batches = IndexBatches(s.train, self.batch_size, shuffle_seed=lambda: self.shuffle_seed * 1_000_003 + epoch(), **self._ranks(), drop_uneven=True)
+        group = self.steps_per_call
+        if self.step_multiple:  # groups then divide the interval and the epoch: each call ends at a multiple of the group size
+            group = math.gcd(group, self.step_multiple, self._train_batches.minibatches())
+        self._train_batches.group = group
         return self._train_batches
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps (minibatches) per training epoch, on each rank."""
+        return IndexBatches(self.load().train, self.batch_size, **self._ranks(), drop_uneven=True).minibatches()
 
     def _ranks(self) -> dict[str, int]:
         if self.trainer is None:
@@ -157,16 +183,24 @@ class DataModule(L.LightningDataModule):
         return {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size}
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """At step time (not prefetch time): count the batch, and re-binarize dynamic training data.
+        """At step time (not prefetch time): count the item's minibatches, and re-binarize dynamic training data.
 
-        Drawing the binarization here keeps the random stream in step order, so a checkpoint's RNG
-        state reproduces the next batch exactly.
+        Each minibatch's binarization draws from its own generator, seeded by (shuffle seed, epoch,
+        rank, minibatch number): a pure function of its position, so a resumed run redraws it
+        exactly, and the training noise stream is the same however many minibatches a Lightning
+        step holds (``train.steps_per_call``).
         """
         if self.trainer is None or not self.trainer.training:
             return batch
-        self._train_batches.consumed += 1
-        x, idx = batch
-        return (torch.bernoulli(x) if self.load().dynamic else x), idx
+        first, self._train_batches.consumed = self._train_batches.consumed, self._train_batches.consumed + len(batch)
+        if not self.load().dynamic:
+            return batch
+        epoch, rank = self.trainer.current_epoch, self.trainer.global_rank
+        out = []
+        for i, (x, idx) in enumerate(batch, start=first):
+            seed = ((self.shuffle_seed * 1_000_003 + epoch) * 1_009 + rank) * 1_000_003 + i
+            out.append((torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(seed)), idx))
+        return out
 
     def val_dataloader(self) -> IndexBatches:
         return IndexBatches(self.load().val, self.eval_batch_size, **self._ranks(), drop_uneven=False)
