@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vibench.compiling import CompiledOrEager
+from vibench.data.datamodule import as_minibatches
 from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk_for, summarize
 from vibench.guides import LocalGaussian, gaussian, gaussian_params
 from vibench.local_fit import fit_heldout, refine
@@ -82,7 +83,7 @@ class AmortizedVI(L.LightningModule):
         self.test_summary: dict[str, float] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
-        self._window = self._epoch = self._beta = None
+        self._window = self._epoch = None
         self._window_steps = self._epoch_steps = 0
         self._steps_per_epoch = 1
         self._keys: tuple[str, ...] = TRAIN_KEYS
@@ -121,9 +122,7 @@ class AmortizedVI(L.LightningModule):
         name, samples, estimator = self.objective["name"], self.objective["samples"], self.objective["estimator"]
         beta = self.beta()
         if estimator == "reparam" and name == "elbo":  # the hot path (compiled for long VAE runs)
-            if self._beta is None or self._beta[0] != beta:
-                self._beta = (beta, torch.tensor(beta, device=x.device, dtype=x.dtype))
-            loss, stats = self._reparam_loss(x, idx, self._beta[1])
+            loss, stats = self._reparam_loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype))
             self.track_training(TRAIN_KEYS, stats, beta)
             return loss
         q = self.train_posterior(x, idx)
@@ -228,7 +227,7 @@ class AmortizedVI(L.LightningModule):
         the same order as with one per call. Optimized by hand: Lightning's automatic-optimization
         closure costs more than it gives a single-optimizer model (and SVI needs manual steps anyway).
         """
-        minibatches = [batch] if isinstance(batch, tuple) else batch
+        minibatches = as_minibatches(batch)
         opt, max_steps = self.optimizers(), self.trainer.max_steps if self._trainer is not None else -1
         losses = []
         for x, idx in minibatches:

@@ -7,6 +7,8 @@ import time
 import lightning as L
 import torch
 
+from vibench.data.datamodule import as_minibatches
+
 
 def _sync(pl_module: L.LightningModule) -> None:
     if pl_module.device.type == "cuda":  # CUDA runs asynchronously: wait before reading the clock
@@ -54,8 +56,7 @@ class WallClock(L.Callback):
             self.first_step_at = time.time()  # wall time: the benchmark measures start-up latency from it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        minibatches = [batch] if isinstance(batch, tuple) else batch  # a list when train.steps_per_call > 1
-        self.train_examples += sum(len(x) for x, _ in minibatches) * self.world_size
+        self.train_examples += sum(len(x) for x, _ in as_minibatches(batch)) * self.world_size
 
     def summary(self) -> dict[str, float]:
         train_s = max(self.fit_s - self.val_s, 0.0)

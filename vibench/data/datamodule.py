@@ -17,6 +17,11 @@ from vibench.data.sources import Splits
 from vibench.errors import DataError
 
 
+def as_minibatches(batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A training item as its list of ``(x, idx)`` minibatches: a lone ``(x, idx)`` is one."""
+    return [batch] if isinstance(batch, tuple) else batch
+
+
 class IndexBatches:
     """Iterable of ``(x[idx], idx)`` minibatches over a tensor ``data`` of shape ``[N, dim]``.
 
