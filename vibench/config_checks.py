@@ -18,11 +18,13 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from vibench.errors import ConfigError
+from vibench.networks import INIT_SCHEMES
 
 # Keys of conf/config.yaml's top level (config groups included); tests keep this in sync.
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
+    "scheduler", "early_stopping",
 }
 
 
@@ -75,6 +77,10 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
     "train.steps_per_call": _int(1),
     "eval.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
+    "eval.repeats": _int(1),
+    "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),
+    "checkpoint.select": ((lambda v: v in ("last", "best")), "last or best (the best validation ELBO)"),
+    "early_stopping.patience": _optional(_int(1)),
     "dataset.batch_size": _int(1),
     "dataset.train_subset": _optional(_int(1)),
     "dataset.val_subset": _optional(_int(1)),

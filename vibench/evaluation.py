@@ -139,10 +139,18 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
 
     Means of each quantity, the standard error of the mean of ``iw_ll`` and ``elbo`` over
     datapoints (``std / sqrt(N)``: the uncertainty a comparison between runs must allow for), and
-    the number of active units.
+    the number of active units. With ``iw_ll_repeats`` (``[N, R]``, from ``eval.repeats``): each
+    point's ``iw_ll`` is the mean of its R estimates, ``iw_ll_repeats`` lists the R dataset means and
+    ``iw_ll_repeat_sd`` is their sample standard deviation (pythae reports IS-200 this way, R = 5).
     """
     n = per_point["iw_ll"].shape[0]
     out: dict[str, float] = {}
+    if "iw_ll_repeats" in per_point:  # [N, R]: R estimates with fresh samples; the point's estimate is their mean
+        repeats = per_point["iw_ll_repeats"].double()
+        per_point = {**per_point, "iw_ll": repeats.mean(dim=1)}
+        means = repeats.mean(dim=0)  # the dataset-level estimate of each repeat, [R]
+        out[f"{prefix}/iw_ll_repeats"] = [float(m) for m in means]
+        out[f"{prefix}/iw_ll_repeat_sd"] = float(means.std()) if len(means) > 1 else 0.0
     for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll"):
         if key in per_point:
             values = per_point[key].double()

@@ -60,12 +60,16 @@ class AmortizedVI(L.LightningModule):
         eval_chunk_mib: memory budget of one chunk of the K-sample evaluation, in MiB.
         eval_compile, train_compile: ``torch.compile`` the evaluation's likelihood / the training
             loss: ``"auto"``, ``True`` or ``False`` (see conf/config.yaml).
+        scheduler: a factory ``optimizer -> torch.optim.lr_scheduler.LRScheduler`` stepped once per
+            epoch (``scheduler=``), or ``None`` for a constant learning rate.
+        eval_repeats: R, how many times the K-sample estimate is repeated with fresh samples.
     """
 
     method = "aevb"
 
-    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto", train_compile: str | bool = "auto"):
+    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto", train_compile: str | bool = "auto", scheduler: Callable | None = None, eval_repeats: int = 1):
         super().__init__()
+        self.scheduler_factory, self.eval_repeats = (plain_partial(scheduler) if scheduler is not None else None), eval_repeats
         self.model, self.guide, self.optimizer_factory = model, guide, optimizer
         self.objective = dict(objective or {"name": "elbo", "samples": mc_samples, "estimator": "reparam"})
         if self.objective["name"] not in OBJECTIVES or self.objective["estimator"] not in ESTIMATORS:
@@ -162,6 +166,7 @@ class AmortizedVI(L.LightningModule):
         if beta is not None:
             means = dict(zip(self._keys, (self._window / self._window_steps).tolist()))
             means["train/beta"] = beta
+            means["train/lr"] = self.current_lr()
             for logger in self.loggers:
                 logger.log_metrics(means, step=self.global_step)
         self._window, self._window_steps = None, 0
@@ -170,8 +175,15 @@ class AmortizedVI(L.LightningModule):
         self._flush_window(None)  # steps since the last logged window count towards the epoch means
         if self._epoch is not None:
             means = (self._epoch / self._epoch_steps).tolist()
-            self.log_dict({f"{k}_epoch": v for k, v in zip(self._keys, means)})
+            self.log_dict({**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()})
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
+        # Manual optimization: Lightning leaves the stepping of the configured scheduler to the module.
+        if self.scheduler_factory is not None and (scheduler := self.lr_schedulers()) is not None:
+            scheduler.step()
+
+    def current_lr(self) -> float:
+        """The learning rate of the (first) optimizer's first parameter group right now."""
+        return float(self.optimizers().optimizer.param_groups[0]["lr"]) if self._trainer is not None else float("nan")
 
     def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, stats)`` of the reparameterized ELBO with L = ``objective.samples``, ``stats`` as
@@ -261,6 +273,9 @@ class AmortizedVI(L.LightningModule):
         q = self.eval_posterior(x, idx, "test")
         chunk = samples_per_chunk_for(self.model, len(x), self.eval_chunk_mib, x.element_size())
         parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._compiled_chunk)
+        if self.eval_repeats > 1:  # R independent K-sample estimates of the same points with the same q
+            again = [evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._compiled_chunk)["iw_ll"] for _ in range(self.eval_repeats - 1)]
+            parts["iw_ll_repeats"] = torch.stack([parts["iw_ll"], *again], dim=1)  # [B, R]
         marginal = self.model.exact_marginal()
         if marginal is not None:
             parts["exact_ll"] = marginal.log_prob(x)
@@ -278,10 +293,13 @@ class AmortizedVI(L.LightningModule):
             per_point = {k: v[order[first]] for k, v in per_point.items()}
         per_point = {k: v.cpu() for k, v in per_point.items() if k != "idx"}
         self.test_summary = summarize(per_point, "test")
-        self.log_dict({k: float(v) for k, v in self.test_summary.items()})
+        self.log_dict({k: float(v) for k, v in self.test_summary.items() if not isinstance(v, list)})
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
 
     def _clock(self, key: str, since: float) -> None:
         if self.device.type == "cuda":

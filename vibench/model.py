@@ -10,16 +10,20 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from vibench.networks import NO_VALIDATION, Decoder
+from vibench.networks import NO_VALIDATION, Decoder, initialize
 
 
 class GenerativeModel(nn.Module):
-    """Standard normal prior ``p(z) = N(0, I)`` and a decoder likelihood ``p(x | z)``."""
+    """Standard normal prior ``p(z) = N(0, I)`` and a decoder likelihood ``p(x | z)``.
 
-    def __init__(self, latent: int, decoder: Decoder):
+    ``init`` re-initializes the decoder's linear layers (:func:`~vibench.networks.initialize`);
+    the encoder takes the same ``model.init`` from its config.
+    """
+
+    def __init__(self, latent: int, decoder: Decoder, init: str = "default"):
         super().__init__()
         self.latent = latent
-        self.decoder = decoder
+        self.decoder = initialize(decoder, init)
         # Buffers so the prior follows the module's device and dtype.
         self.register_buffer("prior_loc", torch.zeros(latent))
         self.register_buffer("prior_scale", torch.ones(latent))

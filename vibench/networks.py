@@ -58,6 +58,33 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x * logits - logits.clamp(min=0)).sum(-1) - log1p_sum
 
 
+INIT_SCHEMES = ("default", "glorot_uniform", "normal")
+
+
+def initialize(module: nn.Module, scheme: str = "default", std: float = 0.01) -> nn.Module:
+    """Re-initialize every ``nn.Linear`` in ``module`` by ``scheme``; returns ``module``.
+
+    - ``default``: torch's own (weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))), unchanged;
+    - ``glorot_uniform``: weights U(-a, a), ``a = sqrt(6 / (fan_in + fan_out))`` (Glorot & Bengio
+      2010; IWAE's code), biases 0;
+    - ``normal``: weights and biases N(0, std^2), std = 0.01 (Kingma & Welling 2014, sec. 5:
+      "parameters initialized by random sampling from N(0, 0.01)", read as a standard deviation).
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init={scheme!r} is not one of {INIT_SCHEMES}")
+    if scheme == "default":
+        return module
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            if scheme == "glorot_uniform":
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            else:
+                nn.init.normal_(layer.weight, 0.0, std)
+                nn.init.normal_(layer.bias, 0.0, std)
+    return module
+
+
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     """Linear layers between consecutive ``sizes``, ``activation`` between them (not after the last)."""
     if activation not in ACTIVATIONS:
@@ -76,10 +103,10 @@ class GaussianEncoder(nn.Module):
     Called as ``guide(x, idx)`` like every guide in vibench; the amortized one ignores ``idx``.
     """
 
-    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh"):
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh", init: str = "default"):
         super().__init__()
         self.latent = latent
-        self.net = mlp([dim, *hidden, 2 * latent], activation)
+        self.net = initialize(mlp([dim, *hidden, 2 * latent], activation), init)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> Distribution:
         mu, logvar = self.net(x).chunk(2, dim=-1)

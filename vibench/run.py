@@ -76,7 +76,8 @@ def run(cfg: DictConfig) -> float:
     datamodule = make_datamodule(cfg)
     splits = datamodule.load()
     model = build("model", cfg.model)
-    module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer))
+    scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
+    module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
     checkpoint = check_gap_request(cfg, module)
     if cfg.diagnostics.grad_variance.enabled and module.guide is None:
         raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference.flavour=encoder.")
@@ -115,10 +116,12 @@ def run(cfg: DictConfig) -> float:
         if checkpoint is None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
             trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # and always at the end
+            record["evaluated_checkpoint"] = select_checkpoint(cfg.checkpoint.select, trainer, module, output_dir)
         else:
             module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
             record["gap_checkpoint"] = str(checkpoint)
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
+        record["stopped_early"] = bool(trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0)
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**module.test_summary, **val}
         record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
@@ -212,6 +215,12 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
     callbacks = [clock, guard, ResumeState(run_id), sigterm, *extra_callbacks, checkpoints]
+    if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
+        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False))
+    if cfg.get("early_stopping", {}).get("patience") is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience))
     if cfg.trainer.get("enable_progress_bar", True):
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -219,6 +228,23 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
         callbacks.append(RichProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
     trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
     return trainer, clock, sigterm
+
+
+def select_checkpoint(select: str, trainer, module, output_dir: Path) -> dict[str, Any]:
+    """Load the model that is to be tested into ``module`` and say which one it is, for the record.
+
+    ``last``: the weights at the end of training, as they are. ``best``: ``checkpoints/best.ckpt``,
+    the epoch with the best ``val/elbo`` (Lightning's ModelCheckpoint monitoring it).
+    """
+    last_epoch = trainer.current_epoch  # epochs completed
+    if select != "best":
+        return {"select": "last", "epoch": last_epoch, "path": str(output_dir / "checkpoints" / "last.ckpt")}
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/elbo"), None)
+    if best is None or not best.best_model_path:
+        raise ConfigError("checkpoint.select=best needs a validation ELBO, and no validation epoch ran: validate at least once (trainer.limit_val_batches > 0).")
+    state = load_checkpoint(Path(best.best_model_path))
+    module.load_state_dict(state["state_dict"])
+    return {"select": "best", "epoch": int(state["epoch"]) + 1, "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
 
 
 def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:

@@ -80,3 +80,22 @@ class KLSchedule:
     def describe(self) -> dict:
         fn = self.fn
         return {"name": getattr(getattr(fn, "func", fn), "__name__", str(fn)), **getattr(fn, "keywords", {}), "per": self.per}
+
+
+# --- learning-rate schedules (multiplicative factors of the optimizer's lr, per epoch) ----------
+BURDA_STAGES = 8
+
+
+def burda_lr_factor(epoch: int, stages: int = BURDA_STAGES) -> float:
+    """The IWAE schedule (Burda et al. 2016, sec. 5): stage i = 1..8 lasts 3^(i-1) epochs at
+    ``lr = 1e-3 * 10^(-(i-1)/7)``; as a factor of the base lr 1e-3: ``10^(-(i-1)/7)``.
+
+    Stages start at epochs 0, 1, 4, 13, 40, 121, 364, 1093 (3,280 epochs in all: sum of 3^(i-1)
+    for i = 1..8); past the last stage the lr stays at its final value 1e-4 (a factor of 10^-1).
+    For ``torch.optim.lr_scheduler.LambdaLR``, stepped once per epoch.
+    """
+    stage, end = 1, 1  # stage i covers epochs [end_{i-1}, end_i), end_i = (3^i - 1) / 2
+    while epoch >= end and stage < stages:
+        stage += 1
+        end += 3 ** (stage - 1)
+    return 10 ** (-(stage - 1) / 7)
