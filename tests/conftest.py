@@ -11,7 +11,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-os.environ.setdefault("VIBENCH_DATA_DIR", str(SHARED_DATA))
+# The README runs the tests with VIBENCH_DATA_DIR=../shared/data: a path relative to the repository.
+# Made absolute once here, so symlinks and subprocesses in other folders still find the data.
+os.environ["VIBENCH_DATA_DIR"] = str(Path(os.environ.get("VIBENCH_DATA_DIR", SHARED_DATA)).expanduser().resolve())
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,16 @@ def test_index_batches_groups_are_the_same_minibatches_in_the_same_order():
     grouped.load_state_dict({"consumed": 3})
     resumed = [idx for group in grouped for _, idx in group]
     assert len(resumed) == 2 and all(torch.equal(a, b) for a, b in zip(resumed, single[3:]))
+
+
+def test_relative_data_root_is_made_absolute(compose_cfg, monkeypatch, tmp_path, data_dir):
+    """The README's ``VIBENCH_DATA_DIR=../shared/data`` is relative to where the command runs: the
+    composed config holds the absolute folder, so links and jobs elsewhere still reach the data."""
+    monkeypatch.chdir(data_dir.parent)
+    monkeypatch.setenv("VIBENCH_DATA_DIR", f"../{data_dir.parent.name}/{data_dir.name}")
+    cfg = compose_cfg()
+    assert cfg.data.root == str(data_dir) and Path(cfg.data.root).is_absolute()
+    # and a relative data.root given on the command line is resolved where it is read
+    monkeypatch.chdir(data_dir)
+    splits = binarized_mnist(".", str(tmp_path / "cache"), download=False)
+    assert splits.test.shape == (10000, 784)

@@ -64,7 +64,7 @@ def binarized_mnist(root: str, cache_dir: str, download: bool = True) -> Splits:
     every load (~0.2 s), parsed once and cached as packed bits under ``cache_dir``.
     The test file is sorted by digit class: subsets of it must be random (the DataModule does that).
     """
-    folder = Path(root).expanduser() / "binarized_mnist"
+    folder = Path(root).expanduser().resolve() / "binarized_mnist"
     paths = fetch(folder, BINARIZED_MNIST_FILES, "binarized_mnist", allow_download=download)
     arrays = {}
     for f in BINARIZED_MNIST_FILES:
@@ -89,7 +89,7 @@ def mnist_dynamic(root: str, n_val: int = 10000, binarize_seed: int = 0, downloa
     binarized once with ``binarize_seed`` (the IWAE protocol).
     ``verify_checksums=False`` accepts IDX files other than the canonical ones (your own data).
     """
-    folder = Path(root).expanduser() / "mnist" / "raw"
+    folder = Path(root).expanduser().resolve() / "mnist" / "raw"
     paths = fetch(folder, list(MNIST_FILES.values()), "mnist_dynamic", allow_download=download, verify=verify_checksums)
     grey = {split: read_idx(paths[f.name]).reshape(-1, 784).astype(np.float32) / 255.0 for split, f in MNIST_FILES.items()}
     n_train = len(grey["train"]) - n_val
