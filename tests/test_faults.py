@@ -113,3 +113,40 @@ def test_multirun_with_a_failing_job_finishes_the_others(tmp_path):
     assert sorted(recs) == [0, 2, 3, 4]
     assert [recs[k]["status"] for k in (2, 3, 4)] == ["completed"] * 3
     assert recs[0]["status"] == "failed" and "latent must be an integer >= 1" in recs[0]["error"] and recs[0]["job_num"] == 2
+
+
+def test_reused_output_folder_never_resumes_another_or_a_finished_run(compose_cfg, tmp_path, capsys):
+    """resume=auto resumes only an interrupted run of the same configuration. In one reused output
+    folder: a different configuration starts afresh (no size-mismatch traceback), and so does an
+    identical one after a finished run (it trains, rather than re-testing the old model); each
+    time the old checkpoints are moved aside and the console says so."""
+    from vibench.run import run
+
+    def records():
+        return sorted((json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")), key=lambda r: r["created"] + r["run_id"])
+
+    common = ("trainer.max_epochs=2", "iw_samples=20", "logger=none", "images=false")
+    run(compose_cfg(*common))
+    first = records()[-1]
+    run(compose_cfg(*common, "dataset=linear_gaussian", "model=linear", "latent=2"))  # another config, same folder
+    err = capsys.readouterr().err
+    second = records()[-1]
+    assert second["status"] == "completed" and second["resumed_from"] is None and second["run_id"] != first["run_id"]
+    assert "a different configuration" in err and "dataset.name: 'digits' -> 'linear_gaussian'" in err and "starting afresh" in err
+    assert (tmp_path / "out" / f"checkpoints-{first['run_id']}" / "last.ckpt").is_file()  # moved, not overwritten
+
+    run(compose_cfg(*common, "dataset=linear_gaussian", "model=linear", "latent=2"))  # identical to the second, which finished
+    err = capsys.readouterr().err
+    third = records()[-1]
+    assert "which finished" in err and third["resumed_from"] is None
+    assert third["global_step"] == second["global_step"] > 0 and third["epochs"] == 2
+    assert third["timing"]["train_s"] > 0.3 * second["timing"]["train_s"]  # it trained: a resumed finished run takes ~0.002 s
+
+
+def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_path):
+    from vibench.errors import ConfigError
+    from vibench.run import run
+
+    run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false"))
+    with pytest.raises(ConfigError, match="different configuration .*latent: 10 -> 3"):
+        run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false", "latent=3", f"resume={tmp_path / 'out'}"))

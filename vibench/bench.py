@@ -211,7 +211,7 @@ def lightning_interleaved(data_overrides: list[str], contenders: dict, block: in
     datamodule = make_datamodule(cfg)
     datamodule.load()
     module = build("inference", cfg.inference, model=build("model", cfg.model), optimizer=build("optimizer", cfg.optimizer))
-    trainer, _, _ = make_trainer(cfg, workdir, "bench", False, {"limit_val_batches": 0}, extra_callbacks=(Interleave(),))
+    trainer, *_ = make_trainer(cfg, workdir, "bench", False, {"limit_val_batches": 0}, extra_callbacks=(Interleave(),))
     trainer.fit(module, datamodule=datamodule)
     # the first block warms up (and includes any compiling): reported apart, left out of the ratios
     return {k: v[1:] for k, v in times.items()}, times["vibench"][0], isinstance(module._reparam_loss, CompiledOrEager)

@@ -32,13 +32,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ResumeState(L.Callback):
-    """Saves and restores the RNG states and the run id with every checkpoint."""
+    """Saves and restores the RNG states and the run id with every checkpoint, and what
+    :mod:`vibench.resume` decides by: the run's result-relevant configuration and whether training
+    had ``finished`` (set just before the final save)."""
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    def __init__(self, run_id: str, config: dict[str, Any] | None = None):
+        self.run_id, self.config, self.finished = run_id, config, False
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"run_id": self.run_id, "torch_rng": torch.get_rng_state()}
+        state = {"run_id": self.run_id, "config": self.config, "finished": self.finished, "torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -48,15 +50,6 @@ class ResumeState(L.Callback):
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-def saved_run_id(checkpoint: Path) -> str | None:
-    """The vibench run id stored in a checkpoint by :class:`ResumeState` (``None`` if absent)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    for key, state in ckpt.get("callbacks", {}).items():
-        if key.startswith("ResumeState") and isinstance(state, dict):
-            return state.get("run_id")
-    return None
 
 
 class SaveOnSigterm(L.Callback):

@@ -33,5 +33,10 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     console.print(f"[bold]outputs[/bold] {record['output_dir']}", soft_wrap=True)
 
 
+def print_note(message: str) -> None:
+    """A line the user should see before a run starts (e.g. what happened to an old checkpoint)."""
+    Console(stderr=True).print(f"[bold]vibench:[/bold] {message}", highlight=False, soft_wrap=True)
+
+
 def print_error(message: str) -> None:
     Console(stderr=True).print(f"[bold red]vibench: error:[/bold red] {message}", highlight=False, soft_wrap=True)

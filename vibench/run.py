@@ -19,6 +19,7 @@ from vibench import records
 from vibench.analyses import check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
 from vibench.config_checks import check_config
 from vibench.errors import ConfigError, Interrupted, VibenchError
+from vibench.resume import find_resume_checkpoint, result_config, saved_state
 
 
 def build(what: str, cfg: DictConfig, **kwargs: Any) -> Any:
@@ -63,8 +64,7 @@ def run(cfg: DictConfig) -> float:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vibench import tracking
-    from vibench.faults import saved_run_id
-    from vibench.report_console import print_error, print_summary
+    from vibench.report_console import print_error, print_note, print_summary
 
     started = time.perf_counter()
     quiet_library_chatter()
@@ -85,15 +85,22 @@ def run(cfg: DictConfig) -> float:
     job = job_info()
     check_distribution(cfg, job)
     trainer_overrides = pin_parallel_job(job)
-    resume_from = find_resume_checkpoint(cfg, output_dir)
-    run_id = (saved_run_id(resume_from) if resume_from else None) or records.new_run_id()
-
-    # 2. Tracking and the trainer; W&B starts here, so its failures also come before training.
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    result_cfg = result_config(resolved)
+    resume_from, resume_note = find_resume_checkpoint(cfg.resume, output_dir, result_cfg)
+    if resume_note:
+        print_note(resume_note)
+    run_id = (saved_state(resume_from).get("run_id") if resume_from else None) or records.new_run_id()
+
+    # 2. The trainer (it refuses e.g. an accelerator this machine lacks), then tracking: W&B starts
+    # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
     name = ",".join(job["overrides"]) or "default"
     logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
+    trainer, clock, sigterm, resume_state = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides, config=result_cfg)
+    started_logger = tracking.start(cfg.logger, logger)
+    if started_logger is not logger:  # W&B fell back to offline
+        trainer.logger = logger = started_logger
     tracking_info = tracking.describe(logger)
-    trainer, clock, sigterm = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides)
     record: dict[str, Any] = {
         "schema": records.SCHEMA_VERSION,
         "run_id": run_id,
@@ -115,6 +122,7 @@ def run(cfg: DictConfig) -> float:
     try:
         if checkpoint is None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            resume_state.finished = True  # a finished run is never resumed by resume=auto
             trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # and always at the end
             record["evaluated_checkpoint"] = select_checkpoint(cfg.checkpoint.select, trainer, module, output_dir)
         else:
@@ -200,7 +208,7 @@ def make_datamodule(cfg: DictConfig):
     return build("dataset", cfg.dataset, steps_per_call=cfg.train.steps_per_call, step_multiple=cfg.checkpoint.every_n_steps)
 
 
-def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = ()):
+def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None):
     """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
     resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -214,7 +222,8 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
-    callbacks = [clock, guard, ResumeState(run_id), sigterm, *extra_callbacks, checkpoints]
+    resume_state = ResumeState(run_id, config)
+    callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
     if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
         callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False))
     if cfg.get("early_stopping", {}).get("patience") is not None:
@@ -227,7 +236,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
         # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
         callbacks.append(RichProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
     trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
-    return trainer, clock, sigterm
+    return trainer, clock, sigterm, resume_state
 
 
 def select_checkpoint(select: str, trainer, module, output_dir: Path) -> dict[str, Any]:
@@ -274,31 +283,3 @@ def pin_parallel_job(job: dict[str, Any]) -> dict[str, Any]:
         return {"accelerator": "gpu", "devices": [job["job_num"] % torch.cuda.device_count()]}
     torch.set_num_threads(1)
     return {"accelerator": "cpu", "devices": 1}
-
-
-def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``resume=PATH`` (a checkpoint, or a run's output folder),
-    ``resume=auto`` (this output folder's ``checkpoints/last.ckpt``, if an interrupted run left one),
-    or none (``resume=null``)."""
-    if cfg.resume is None or cfg.resume is False:
-        return None
-    if cfg.resume == "auto":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        return last if last.is_file() else None
-    path = Path(str(cfg.resume)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no checkpoint at {path}. Give a .ckpt file or a run's output folder holding checkpoints/last.ckpt.")
-    return path
-
-
-
-
-
-
-
-
-
-
-

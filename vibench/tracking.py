@@ -19,27 +19,47 @@ from omegaconf import DictConfig
 from vibench.errors import VibenchError
 
 
-def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str) -> Logger | bool:
-    """The logger from ``cfg`` (``False`` for none), started, so that its failures come before training.
+def _wandb_settings(cfg: DictConfig):
+    """W&B's terminal output kept to warnings and errors (vibench prints where the run went), no
+    colour codes when the output is not a terminal, and the online start-up time limit."""
+    import sys
 
-    W&B gets the resolved config, a group and a name. Online, it must start within
-    ``init_timeout`` seconds; if it cannot (no API key, no network), vibench stops with a message,
-    or continues offline when ``fallback: offline``.
+    import wandb
+
+    return wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)), quiet=bool(cfg.get("quiet", True)), show_colors=sys.stderr.isatty())
+
+
+def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str) -> Logger | bool:
+    """The logger from ``cfg`` (``False`` for none), not started yet: :func:`start` starts it, after
+    everything else that can refuse the run (the trainer too) was built.
+
+    W&B gets the resolved config, a group and a name.
     """
     if cfg is None:
         return False
     if not str(cfg.get("_target_", "")).endswith("WandbLogger"):
         return instantiate(cfg)
-    import wandb
-
-    kwargs = {k: v for k, v in cfg.items() if k not in ("init_timeout", "fallback")}
+    kwargs = {k: v for k, v in cfg.items() if k not in ("init_timeout", "fallback", "quiet")}
     # instantiate's own first parameter is called `config`: build a partial, then call it.
     factory = instantiate(DictConfig(kwargs), _partial_=True)
-    settings = wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)))
     ids = {"id": run_id}
     if sweep := os.environ.get("WANDB_SWEEP_ID"):  # under `wandb agent`: the agent names the run; group by sweep
         ids, group = {}, group or f"wandb-sweep-{sweep}"
-    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, settings=settings, **ids)
+    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, settings=_wandb_settings(cfg), **ids)
+    # Lightning passes anonymous=None, which W&B answers on every run with a deprecation warning.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def start(cfg: DictConfig | None, logger: Logger | bool) -> Logger | bool:
+    """Start the W&B run of ``logger`` (other loggers need no start), so its failures come before
+    training. Online, it must start within ``init_timeout`` seconds; if it cannot (no API key, no
+    network), vibench stops with a message, or continues offline when ``fallback: offline``
+    (returning the offline logger that replaces ``logger``)."""
+    if not isinstance(logger, WandbLogger):
+        return logger
+    import wandb
+
     try:
         logger.experiment  # starts the run
     except Exception as e:  # wandb raises UsageError (no key), CommError (no network), ...
@@ -49,7 +69,9 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
             from vibench.report_console import print_error
 
             print_error(f"W&B could not start online ({reason}); continuing offline as logger.fallback=offline asks.")
-            return factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, mode="offline", **ids)
+            offline = WandbLogger(**{**logger._wandb_init, "mode": "offline", "save_dir": logger.save_dir})
+            offline._wandb_init.pop("anonymous", None)
+            return offline
         raise VibenchError(
             f"W&B could not start in {cfg.get('mode')} mode: {reason}. Run `wandb login` (or set WANDB_API_KEY) and check the network, "
             "or run offline with logger.mode=offline (upload later with `wandb sync`), or let it fall back with logger.fallback=offline."

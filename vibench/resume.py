@@ -1,0 +1,120 @@
+"""Which checkpoint a run resumes from, and why: resume only an interrupted run of the same
+configuration.
+
+A run stores a fingerprint of its configuration in every checkpoint (:class:`~vibench.faults.ResumeState`),
+together with whether training had finished. ``resume=auto`` resumes ``<output_dir>/checkpoints/last.ckpt``
+only when that run was interrupted *and* has the same fingerprint: a SLURM requeue or a re-run after
+a crash. A finished run, or one of another configuration, in the same output folder (a reused
+``hydra.run.dir``) is never resumed: its ``checkpoints/`` folder is moved aside, not overwritten,
+and the new run starts afresh, saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from vibench.errors import ConfigError
+
+# Settings that do not change what a run computes (where things go, how fast, how often it
+# checkpoints or logs, what it prints): runs that differ only in these are the same run.
+NOT_RESULT_KEYS = (
+    "output_dir", "results_dir", "resume", "logger", "images", "data",
+    "eval.chunk_mib", "eval.batch_size", "eval.compile", "train.compile", "train.steps_per_call",
+    "checkpoint.every_n_epochs", "checkpoint.every_n_steps",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.default_root_dir",
+)
+# Differences an explicit resume=PATH may have: continuing a finished run for longer.
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+
+
+def result_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config without :data:`NOT_RESULT_KEYS`, flattened to ``{"a.b": value}``."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(resolved, "")
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT_KEYS)}
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """A short hash of :func:`result_config`'s output."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two :func:`result_config` dicts, as ``key: old -> new``."""
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in keys if a.get(k, "(absent)") != b.get(k, "(absent)")]
+
+
+def saved_state(checkpoint: Path) -> dict[str, Any]:
+    """What :class:`~vibench.faults.ResumeState` stored in a checkpoint: run id, config, finished (``{}`` if none)."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("ResumeState") and isinstance(state, dict):
+            return state
+    return {}
+
+
+def move_aside(folder: Path, label: str) -> Path:
+    """Rename ``folder`` to ``<folder>-<label>`` (or ``-<label>-N`` if taken); returns the new path."""
+    target, n = folder.with_name(f"{folder.name}-{label}"), 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}-{label}-{n}")
+    folder.rename(target)
+    return target
+
+
+def find_resume_checkpoint(resume: Any, output_dir: Path, config: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """``(checkpoint to resume from or None, a message for the user or None)``.
+
+    ``resume``: ``auto`` (this output folder's interrupted run of the same configuration), a path
+    (a checkpoint, or a run's output folder; it must be the same configuration, up to its length),
+    or ``None``/``False`` (always afresh). ``config`` is this run's :func:`result_config`.
+    """
+    if resume is None or resume is False:
+        return None, None
+    if resume == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            return None, None
+        state = saved_state(last)
+        old = state.get("config")
+        if old == config and not state.get("finished", False):
+            return last, f"resuming the interrupted run {state.get('run_id')} from {last} (same configuration)."
+        if old is None:
+            why = "a checkpoint without a configuration fingerprint (an older vibench, or not a vibench run)"
+        elif old != config:
+            diff = differences(old, config)
+            why = f"the checkpoint of run {state.get('run_id')}, a different configuration ({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''})"
+        else:
+            why = f"the checkpoint of run {state.get('run_id')}, which finished"
+        moved = move_aside(last.parent, str(state.get("run_id") or "previous"))
+        return None, f"this output folder held {why}: not resumed. Its checkpoints were moved to {moved}; starting afresh."
+    path = Path(str(resume)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: no checkpoint at {path}. Give a .ckpt file or a run's output folder holding checkpoints/last.ckpt.")
+    old = saved_state(path).get("config")
+    if old is None:
+        return path, f"resuming from {path}, which has no configuration fingerprint (an older vibench): make sure it is the same configuration."
+    diff = [d for d in differences(old, config) if d.split(":")[0] not in LENGTH_KEYS]
+    if diff:
+        raise ConfigError(
+            f"resume={resume}: that checkpoint is of a different configuration ({'; '.join(diff[:8])}). "
+            "Resume it with its own settings, or start afresh with resume=null."
+        )
+    return path, f"resuming from {path}."
