@@ -81,7 +81,7 @@ def main(cfg: DictConfig) -> float:
             traceback.print_exc()
         if not getattr(e, "recorded", False):  # refused before training: still leave a record of the job
             try:
-                records.write_record(records.refused_job_record(cfg, job_info(), e), cfg.results_dir)
+                records.write_record(records.refused_job_record(cfg, job_info(), e), cfg.results_dir, HydraConfig.get().runtime.output_dir)
             except Exception:
                 pass  # e.g. the results folder itself is what was wrong
         print_error(f"{job} failed: {e}")

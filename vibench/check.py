@@ -13,29 +13,10 @@ import sys
 from pathlib import Path
 
 from vibench.errors import VibenchError
-from vibench.records import read_record
 from vibench.references import check, load_references
+from vibench.selection import collect_records
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "results" / "references.yaml"
-
-
-def collect_records(paths: list[str]) -> list[dict]:
-    """Records from files and folders (searched recursively for ``*.json``)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
-    records = []
-    for f in files:
-        try:
-            rec = read_record(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise VibenchError(f"{f} is not a readable run record ({e}).") from None
-        if isinstance(rec, dict) and "run_id" in rec:
-            rec["_path"] = str(f)
-            records.append(rec)
-    if not records:
-        raise VibenchError(f"no run records found in {' '.join(paths)}. Give record files or folders (default results/runs).")
-    return records
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -44,7 +25,7 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.check", description=__doc__.splitlines()[0])
-    parser.add_argument("records", nargs="*", default=["results/runs"], help="record files or folders (default: results/runs)")
+    parser.add_argument("records", nargs="*", default=["results/runs"], help="record files, folders, multirun folders or sweep ids (default: results/runs)")
     parser.add_argument("--references", default=str(DEFAULT_REFERENCES), help="the registry (default: results/references.yaml)")
     parser.add_argument("--json", action="store_true", help="print the comparisons as JSON")
     parser.add_argument("--require", action="append", default=[], metavar="ID", help="fail unless this reference was compared and passed")

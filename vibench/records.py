@@ -74,10 +74,14 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
-def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
-    """Write ``record`` to ``<results_dir>/<run_id>.json`` atomically (temp file, fsync, rename)."""
-    path = Path(results_dir).expanduser() / f"{record['run_id']}.json"
-    return atomic_write(path, lambda f: f.write((json.dumps(record, indent=2, default=str) + "\n").encode()))
+def write_record(record: dict[str, Any], results_dir: str | Path, job_dir: str | Path | None = None) -> Path:
+    """Write ``record`` to ``<results_dir>/<run_id>.json`` atomically (temp file, fsync, rename),
+    and a copy to ``<job_dir>/record.json`` (the job's output folder: so a multirun's folder holds
+    exactly its jobs' records). Returns the first path."""
+    data = (json.dumps(record, indent=2, default=str) + "\n").encode()
+    if job_dir is not None:
+        atomic_write(Path(job_dir).expanduser() / "record.json", lambda f: f.write(data))
+    return atomic_write(Path(results_dir).expanduser() / f"{record['run_id']}.json", lambda f: f.write(data))
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -105,6 +109,7 @@ def refused_job_record(cfg, job: dict[str, Any], error: BaseException) -> dict[s
         "error": f"{type(error).__name__}: {error}",
         "overrides": job["overrides"],
         "sweep_dir": job["sweep_dir"],
+        "sweep_id": job.get("sweep_id"),
         "job_num": job["job_num"],
         "config": config,
     }

@@ -117,13 +117,13 @@ class Comparison:
 
 def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
     """Compare one record with one reference (see the module docstring for the verdicts)."""
-    if ref.kind == "qualitative":
-        return Comparison(ref, record, "qualitative", why="the source reports curves only")
     keys = record_keys(record)
     differing = {k: (keys.get(k), v) for k, v in ref.match.items() if keys.get(k) != v}
     if differing:
         why = "; ".join(f"{k}: run {a!r}, reference {b!r}" for k, (a, b) in differing.items())
         return Comparison(ref, record, "not comparable", why=why, matched=False)
+    if ref.kind == "qualitative":  # after the keys: a run of another setting does not "match" a figure
+        return Comparison(ref, record, "qualitative", why="the source reports curves only")
     if record.get("status") != "completed":
         return Comparison(ref, record, "not comparable", why=f"run status is {record.get('status')}")
     if (record.get("epochs") or 0) < ref.min_epochs:

@@ -19,7 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
-from vibench.check import DEFAULT_REFERENCES, collect_records
+from vibench.check import DEFAULT_REFERENCES
+from vibench.selection import collect_records
 from vibench.errors import VibenchError
 from vibench.references import check, load_references
 
@@ -197,7 +198,7 @@ pre{{font-size:11px;background:#fafafa;padding:0.5em}}</style></head><body>
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("records", nargs="*", default=["results/runs"], help="record files or folders (default: results/runs)")
+    parser.add_argument("records", nargs="*", default=["results/runs"], help="record files, folders, multirun folders or sweep ids (default: results/runs)")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
     parser.add_argument("--title", default="vibench sweep report")
     parser.add_argument("--references", default=str(DEFAULT_REFERENCES))

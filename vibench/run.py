@@ -39,23 +39,25 @@ def job_info() -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from vibench.selection import sweep_id_of
+
     if not HydraConfig.initialized():
-        return {"overrides": [], "multirun": False, "sweep_dir": None, "job_num": None}
+        return {"overrides": [], "multirun": False, "sweep_dir": None, "sweep_id": None, "job_num": None}
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    sweep_dir = str(Path(hc.sweep.dir).resolve()) if multirun else None
     return {
         "overrides": list(hc.overrides.task),
         "multirun": multirun,
-        "sweep_dir": hc.sweep.dir if multirun else None,
+        "sweep_dir": sweep_dir,
+        "sweep_id": sweep_id_of(sweep_dir),
         "job_num": hc.job.num if multirun else None,
     }
 
 
 def sweep_group(job: dict[str, Any]) -> str | None:
     """The W&B group shared by all jobs of one multirun: its sweep folder, e.g. ``multirun/2026-11-21/14-03-22``."""
-    if not job["multirun"]:
-        return None
-    return "sweep-" + "_".join(Path(job["sweep_dir"]).parts[-2:])
+    return f"sweep-{job['sweep_id']}" if job["multirun"] else None
 
 
 def run(cfg: DictConfig) -> float:
@@ -112,6 +114,7 @@ def run(cfg: DictConfig) -> float:
         "iw_samples": cfg.iw_samples,
         "overrides": job["overrides"],
         "sweep_dir": job["sweep_dir"],
+        "sweep_id": job["sweep_id"],
         "job_num": job["job_num"],
         "output_dir": str(output_dir),
         "resumed_from": str(resume_from) if resume_from else None,
@@ -160,13 +163,13 @@ def run(cfg: DictConfig) -> float:
                 record["images_error"] = f"{type(e).__name__}: {e}"
                 print_error(f"images were not logged ({record['images_error']}); the metrics are recorded.")
         record["timing"] = timing(clock, module, started)
-        path = records.write_record(record, results_dir)
+        path = records.write_record(record, results_dir, output_dir)
     except SIGTERMException:
         if not trainer.is_global_zero:
             raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
         record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started))
-        records.write_record(record, results_dir)
+        records.write_record(record, results_dir, output_dir)
         interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
         interrupted.recorded = True
         raise interrupted from None
@@ -174,7 +177,7 @@ def run(cfg: DictConfig) -> float:
         if not trainer.is_global_zero:
             raise
         record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started))
-        records.write_record(record, results_dir)
+        records.write_record(record, results_dir, output_dir)
         e.recorded = True  # the caller need not write a record of this failure
         raise
     finally:
