@@ -37,7 +37,9 @@ def test_svi_reaches_the_exact_posterior_with_orthogonal_w():
     model = make_model(dim=6, latent=2, orthogonal=True)
     x = sample_data(model, 100)
     init = torch.zeros(len(x), 2, 2, dtype=torch.float64)
-    params, steps = fit_heldout(model, x, init, adam, samples=8, max_steps=3000, window=100, patience=5)
+    fit = fit_heldout(model, x, init, adam, samples=8, max_steps=3000, window=100, patience=5)
+    params = fit.params
+    assert fit.converged.all() and (fit.steps < 3000).all() and len(set(fit.steps.tolist())) > 1  # each point stopped by its own rule
     post = model.exact_posterior(x)
     q = gaussian(params)
     # log p(x) - ELBO(q) = KL(q || p(z|x)) exactly; both Gaussian, so it is closed-form: no MC noise
@@ -144,7 +146,7 @@ def test_gap_from_the_encoder_starts_no_worse():
     x = torch.from_numpy((load_digits().data[:40] > 8).astype("float64"))
     parts = gap_decomposition(model, encoder, x, torch.arange(40), iw_samples=500, chunk=500, optimizer=adam, samples=10, max_steps=50, window=10, patience=100, init="encoder")
     # 50 steps from the encoder: not converged (patience never runs out), yet no worse than the encoder
-    assert float(parts["converged"]) == 0.0 and parts["amortization"].mean() > 0
+    assert not parts["converged"].any() and parts["amortization"].mean() > 0
 
 
 def test_gap_refuses_svi_before_training(compose_cfg):

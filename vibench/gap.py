@@ -9,7 +9,7 @@ q* is the best q of the encoder's family (a diagonal Gaussian) for each datapoin
 gradient steps with the model frozen (their procedure: from the prior, Adam lr 1e-3, 50 samples
 per step, stop after more than 10 non-improving 100-step windows). From the prior this takes
 thousands of steps; a fit cut short by ``max_steps`` underestimates ELBO[q*] and can make the
-amortization gap negative, so every batch reports whether it converged (stopped by the window
+amortization gap negative, so every point reports whether it converged (stopped by the window
 rule), and ``init="encoder"`` starts q* at the encoder's q instead (faster, and never worse than
 the encoder at the start). log p(x) is estimated with the
 K-sample importance-weighted bound using q* as the proposal. The two gaps are computed from the
@@ -27,9 +27,9 @@ from vibench.guides import gaussian, gaussian_params
 from vibench.local_fit import fit_heldout
 
 
-def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tensor, iw_samples: int, chunk: int, optimizer: Callable, samples: int = 50, max_steps: int = 20000, window: int = 100, patience: int = 10, init: str = "prior") -> dict[str, torch.Tensor]:
-    """Per-datapoint ``log_px``, ``elbo_encoder``, ``elbo_local`` and the gaps, each ``[B]``; plus
-    ``steps`` and ``converged`` (scalars: the fit's steps, and 1.0 if the window rule stopped it)."""
+def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tensor, iw_samples: int, chunk: int, optimizer: Callable, samples: int = 50, max_steps: int = 20000, window: int = 100, patience: int = 10, init: str = "prior", on_window: Callable | None = None) -> dict[str, torch.Tensor]:
+    """Per-datapoint ``log_px``, ``elbo_encoder``, ``elbo_local`` and the gaps, plus the fit's
+    ``steps`` and ``converged`` (1.0 if the point's window rule stopped it), each ``[B]``."""
     q_enc = encoder(x, idx)
     enc = evaluate_batch(model, lambda *_: q_enc, x, idx, iw_samples, chunk)
     if init == "encoder":
@@ -38,8 +38,8 @@ def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tens
         start = torch.zeros(len(x), 2, q_enc.event_shape[0], device=x.device, dtype=x.dtype)
     else:
         raise ValueError(f"init={init!r} must be 'prior' or 'encoder'")
-    params, steps = fit_heldout(model, x, start, optimizer, samples, max_steps, window, patience)
-    q_star = gaussian(params)
+    fit = fit_heldout(model, x, start, optimizer, samples, max_steps, window, patience, on_window=on_window)
+    q_star = gaussian(fit.params)
     star = evaluate_batch(model, lambda *_: q_star, x, idx, iw_samples, chunk)
     log_px = star["iw_ll"]
     return {
@@ -50,16 +50,15 @@ def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tens
         "inference": log_px - enc["elbo"],
         "approximation": log_px - star["elbo"],
         "amortization": star["elbo"] - enc["elbo"],
-        "steps": torch.tensor(float(steps)),
-        "converged": torch.tensor(float(steps < max_steps)),
+        "steps": fit.steps.to(log_px.dtype),
+        "converged": fit.converged.to(log_px.dtype),
     }
 
 
 def summarize_gaps(parts: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Means over all datapoints, keyed ``gap/<quantity>``; ``gap/n`` points, ``gap/fit_steps`` mean steps per batch."""
-    scalars = ("steps", "converged")
-    out = {f"gap/{k}": float(torch.cat([p[k] for p in parts]).double().mean()) for k in parts[0] if k not in scalars}
+    """Means over all datapoints, keyed ``gap/<quantity>``: ``gap/n`` points, ``gap/fit_steps`` the
+    mean steps of a point's fit, ``gap/converged`` the fraction of points whose stopping rule fired."""
+    out = {f"gap/{k}": float(torch.cat([p[k].cpu() for p in parts]).double().mean()) for k in parts[0] if k != "steps"}
+    out["gap/fit_steps"] = float(torch.cat([p["steps"].cpu() for p in parts]).double().mean())
     out["gap/n"] = sum(len(p["log_px"]) for p in parts)
-    out["gap/fit_steps"] = float(sum(float(p["steps"]) for p in parts) / len(parts))
-    out["gap/converged"] = float(sum(float(p["converged"]) for p in parts) / len(parts))
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -20,10 +21,7 @@ from vibench.objectives import kl_estimate
 
 def negative_elbo_sum(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
     """``-sum_i ELBO_i`` for local parameters ``params`` ``[B, 2, latent]`` with ``samples`` reparameterized draws."""
-    q = gaussian(params)
-    z = q.rsample((samples,))
-    recon = model.likelihood(z).log_prob(x).mean(dim=0)
-    return -(recon - kl_estimate(q, model.prior(), z, analytic=analytic_kl)).sum()
+    return negative_elbos(model, x, params, samples, analytic_kl).sum()
 
 
 def clip_per_datapoint(grad: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -61,29 +59,82 @@ def refine(model, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Ca
     return params.detach()
 
 
-def fit_heldout(model, x: torch.Tensor, init: torch.Tensor, optimizer: Callable, samples: int = 1, max_steps: int = 2000, window: int = 100, patience: int = 10, analytic_kl: bool = True) -> tuple[torch.Tensor, int]:
-    """Fit local parameters for held-out points with the model frozen, stopping on a windowed mean.
+@dataclass
+class FitResult:
+    """A held-out fit: ``params`` ``[B, 2, latent]``, and per datapoint the ``steps`` it took
+    ``[B]`` and whether its stopping rule fired (``converged`` ``[B]``; False: stopped at ``max_steps``)."""
 
-    The batch's summed negative ELBO is averaged over windows of ``window`` steps; fitting stops
-    once more than ``patience`` consecutive windows fail to improve on the best window mean (the
-    rule of Cremer, Li & Duvenaud 2018: more than 10 non-improving 100-step windows), or at
-    ``max_steps``. The test is batch-level: the batch stops together. Returns
-    ``(parameters, steps taken)``. Only one host sync per window.
+    params: torch.Tensor
+    steps: torch.Tensor
+    converged: torch.Tensor
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.double().mean()) if len(self.converged) else 1.0
+
+
+def negative_elbos(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
+    """``-ELBO_i`` per datapoint ``[B]`` for local parameters ``params`` ``[B, 2, latent]``."""
+    q = gaussian(params)
+    z = q.rsample((samples,))
+    recon = model.likelihood(z).log_prob(x).mean(dim=0)
+    return -(recon - kl_estimate(q, model.prior(), z, analytic=analytic_kl))
+
+
+def _keep_rows(opt: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor, keep: torch.Tensor) -> None:
+    """Move ``opt``'s state of ``old`` (per-row tensors indexed by ``keep``; scalars as they are) to ``new``."""
+    state = opt.state.pop(old, {})
+    opt.state[new] = {k: (v[keep] if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == len(keep) else v) for k, v in state.items()}
+    opt.param_groups[0]["params"] = [new]
+
+
+def fit_heldout(model, x: torch.Tensor, init: torch.Tensor, optimizer: Callable, samples: int = 1, max_steps: int = 2000, window: int = 100, patience: int = 10, analytic_kl: bool = True, on_window: Callable[[int, int, int], None] | None = None) -> FitResult:
+    """Fit local parameters for held-out points with the model frozen, each point stopping by its own rule.
+
+    Each datapoint's negative ELBO is averaged over windows of ``window`` steps; a point stops once
+    more than ``patience`` consecutive windows fail to improve on its best window mean (the rule of
+    Cremer, Li & Duvenaud 2018, who fit each point separately: more than 10 non-improving 100-step
+    windows), or at ``max_steps``. Points that stopped leave the batch: later steps compute only
+    the points still fitting (with their optimizer state), so a fit costs what its slowest points
+    need, not the batch times the slowest. ``on_window(step, n_stopped, n)`` is called after every
+    window (progress). One host sync per window.
     """
+    n = len(x)
+    out = init.detach().clone()
+    steps = torch.full((n,), max_steps, dtype=torch.long)
+    converged = torch.zeros(n, dtype=torch.bool)
+    alive = torch.arange(n, device=x.device)  # rows of the batch still fitting
     params = init.detach().clone().requires_grad_(True)
     opt = optimizer([params])
-    best, bad, running, step = math.inf, 0, 0.0, 0
+    best = torch.full((n,), math.inf, dtype=torch.float64, device=x.device)
+    bad = torch.zeros(n, dtype=torch.long, device=x.device)
+    running = torch.zeros(n, dtype=params.dtype, device=x.device)
+    step = 0
     with torch.enable_grad():
-        while step < max_steps:
-            running = running + gradient_step(model, x, params, opt, samples, analytic_kl, None)
+        while step < max_steps and len(alive):
+            loss = negative_elbos(model, x[alive], params, samples, analytic_kl)
+            (params.grad,) = torch.autograd.grad(loss.sum(), [params])  # row i's gradient is its own ELBO's
+            opt.step()
+            running = running + loss.detach()
             step += 1
-            if step % window == 0:
-                mean = float(running) / window
-                running = 0.0
-                if mean < best:
-                    best, bad = mean, 0
-                else:
-                    bad += 1
-                    if bad > patience:
-                        break
-    return params.detach(), step
+            if step % window:
+                continue
+            mean = running.double() / window
+            running = torch.zeros_like(running)
+            improved = mean < best[alive]
+            best[alive] = torch.where(improved, mean, best[alive])
+            bad[alive] = torch.where(improved, 0, bad[alive] + 1)
+            stop = (bad[alive] > patience).cpu()
+            if bool(stop.any()):
+                done = alive[stop.to(alive.device)].cpu()
+                out[done] = params.detach()[stop.to(params.device)]
+                steps[done], converged[done] = step, True
+                keep = ~stop.to(params.device)
+                new = params.detach()[keep].clone().requires_grad_(True)
+                _keep_rows(opt, params, new, keep)
+                params, alive, running = new, alive[keep], running[keep]
+            if on_window is not None:
+                on_window(step, n - len(alive), n)
+    if len(alive):
+        out[alive.cpu()] = params.detach()
+    return FitResult(out, steps, converged)

@@ -335,7 +335,7 @@ class LocalVI(AmortizedVI):
         self.flavour, self.inner_steps, self.inner_optimizer, self.inner_grad_clip = flavour, inner_steps, plain_partial(inner_optimizer), inner_grad_clip
         self.heldout = {**heldout, "optimizer": plain_partial(heldout["optimizer"])}
         self.local: LocalGaussian | None = None
-        self.heldout_steps: list[int] = []
+        self.heldout_steps: list = []  # the held-out fits (vibench.local_fit.FitResult) of this test epoch
 
     def describe(self) -> dict:
         opt = self.inner_optimizer
@@ -371,10 +371,10 @@ class LocalVI(AmortizedVI):
             return gaussian(refine(self.model, x, init, self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl, self.inner_grad_clip))
         start = time.perf_counter()
         h = self.heldout
-        params, steps = fit_heldout(self.model, x, init, h["optimizer"], h["samples"], h["max_steps"], h["window"], h["patience"], self.analytic_kl)
+        fit = fit_heldout(self.model, x, init, h["optimizer"], h["samples"], h["max_steps"], h["window"], h["patience"], self.analytic_kl)
         self._clock("heldout_fit_s", start)
-        self.heldout_steps.append(steps)
-        return gaussian(params)
+        self.heldout_steps.append(fit)
+        return gaussian(fit.params)
 
     def after_backward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
         """The model's gradient came from the refined q_i (detached); with ``flavour=encoder`` the
@@ -387,5 +387,7 @@ class LocalVI(AmortizedVI):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        if self.heldout_steps:
-            self.test_summary["test/heldout_fit_steps"] = sum(self.heldout_steps) / len(self.heldout_steps)
+        if self.heldout_steps:  # per point: mean steps of its fit, and the fraction whose stopping rule fired
+            self.test_summary["test/heldout_fit_steps"] = float(torch.cat([f.steps for f in self.heldout_steps]).double().mean())
+            self.test_summary["test/heldout_converged"] = float(torch.cat([f.converged for f in self.heldout_steps]).double().mean())
+            self.heldout_steps = []

@@ -89,7 +89,8 @@ def run(cfg: DictConfig) -> float:
     trainer_overrides = pin_parallel_job(job)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result_cfg = result_config(resolved)
-    resume_from, resume_note = find_resume_checkpoint(cfg.resume, output_dir, result_cfg)
+    # A run that analyses a given checkpoint (gap.checkpoint) trains nothing: nothing to resume or move aside.
+    resume_from, resume_note = find_resume_checkpoint(cfg.resume if checkpoint is None else None, output_dir, result_cfg)
     if resume_note:
         print_note(resume_note)
     run_id = (saved_state(resume_from).get("run_id") if resume_from else None) or records.new_run_id()
