@@ -112,3 +112,11 @@ def test_cli_unwritable_results_dir_exits_2(tmp_path):
         target.mkdir(mode=0o500)
     r = subprocess.run([sys.executable, "-m", "vibench", f"results_dir={target}", f"hydra.run.dir={tmp_path / 'out'}", "logger=none"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "is not writable" in r.stderr
+
+
+def test_help_describes_vibench():
+    r = subprocess.run([sys.executable, "-m", "vibench", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert r.stdout.startswith("vibench: benchmark and track variational inference") and "powered by Hydra" not in r.stdout
+    assert "experiment: aevb_mnist" in r.stdout and "scheduler: burda, multistep, none" in r.stdout
+    assert "python -m vibench +experiment=aevb_mnist -m latent=2,5,10,20" in r.stdout

@@ -117,3 +117,40 @@ def test_steps_per_call_changes_the_speed_not_the_numbers(compose_cfg, tmp_path)
 def test_max_steps_is_not_overshot_by_grouped_steps(compose_cfg, tmp_path):
     run(compose_cfg("train.steps_per_call=10", "+trainer.max_steps=7", "iw_samples=10", "logger=none", "images=false", "dataset.test_subset=20"))
     assert only_record(tmp_path / "runs")["global_step"] == 7
+
+
+def test_csv_log_has_one_step_axis_and_svi_val_is_comparable_with_test_elbo_inner(compose_cfg, tmp_path):
+    """Training windows, epoch means, validation and test rows share one step axis (optimizer steps),
+    and SVI's val/elbo (q_i after inner_steps steps) is matched by test/elbo_inner, not test/elbo."""
+    import csv
+
+    run(compose_cfg("inference=svi", "trainer.max_epochs=3", "iw_samples=50", "logger=csv", "images=false"))
+    rec = only_record(tmp_path / "runs")
+    with open(next((tmp_path / "out" / "csv").rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    steps_per_epoch = 13  # 1297 digits, batch 100
+    val = [(int(r["epoch"]), int(r["step"])) for r in rows if r.get("val/elbo")]
+    assert val == [(e, steps_per_epoch * (e + 1) - 1) for e in range(3)]  # the last step of each epoch
+    train = [int(r["step"]) for r in rows if r.get("train/elbo")]
+    assert train == [9, 19, 29]  # windows of trainer.log_every_n_steps=10 steps, at their last step
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows if r.get("train/elbo_epoch")] == val  # epoch means beside validation
+    m = rec["metrics"]
+    assert m["test/heldout_converged"] > 0.9 and 0 < m["test/heldout_fit_steps"] < 1000
+    # the full held-out fit beats the 20-step refinement by far more than val and test differ
+    assert m["test/elbo"] - m["test/elbo_inner"] > 2.0
+    assert abs(m["test/elbo_inner"] - m["val/elbo"]) < 0.5 * (m["test/elbo"] - m["test/elbo_inner"])
+
+
+def test_progress_bar_shows_no_logger_version(tmp_path):
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.loggers import CSVLogger
+
+    from vibench.report_console import ProgressBar
+
+    bar = ProgressBar()
+    trainer = L.Trainer(max_steps=1, logger=CSVLogger(tmp_path), callbacks=[bar], limit_val_batches=0, enable_model_summary=False, default_root_dir=tmp_path)
+    model = BoringModel()
+    trainer.fit(model)
+    metrics = bar.get_metrics(trainer, model)
+    assert "v_num" not in metrics and "v_num" in L.pytorch.callbacks.RichProgressBar.get_metrics(bar, trainer, model)

@@ -75,3 +75,11 @@ def test_hydra_partials_become_plain_partials():
     plain = plain_partial(hydra_fn)
     assert type(plain) is functools.partial and plain(1.0) == hydra_fn(1.0) == 0.25
     assert KLSchedule(hydra_fn).fn.func is linear
+
+
+def test_annealing_none_is_recorded_as_none(compose_cfg):
+    from hydra.utils import instantiate
+
+    assert instantiate(compose_cfg("annealing=none").annealing).describe() == {"name": "none", "beta": 1.0, "per": "steps"}
+    assert instantiate(compose_cfg("annealing=constant", "annealing.fn.beta=0.5").annealing).describe()["name"] == "constant"
+    assert instantiate(compose_cfg("annealing=none").annealing).is_unit and not instantiate(compose_cfg("annealing=constant", "annealing.fn.beta=0.5").annealing).is_unit

@@ -60,18 +60,25 @@ def fit_progress(what: str, n_batches: int, max_steps: int):
     """A rich progress bar for per-point fits: steps of the current batch (the ETA is an upper
     bound, for a fit that runs to max_steps) and how many points have stopped. Yields the fit's
     ``on_window(step, stopped, n)`` callback."""
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps · {task.fields[stopped]} pts done"), TimeElapsedColumn(), TextColumn("≤"), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(what, total=n_batches * max_steps, stopped="0/?")
-        state = {"batch_start": 0, "last": 0}
+        state = {"batch_start": 0, "last": 0, "start": time.perf_counter(), "printed": time.perf_counter()}
+        plain = not progress.console.is_terminal  # a log file: a plain line every 30 s instead of a live bar
 
         def on_window(step: int, stopped: int, n: int) -> None:
             if step < state["last"]:  # a new batch began
                 state["batch_start"] += max_steps
             state["last"] = step
             progress.update(task, completed=state["batch_start"] + step, stopped=f"{stopped}/{n}")
+            now = time.perf_counter()
+            if plain and now - state["printed"] >= 30:
+                state["printed"] = now
+                print(f"{what}: step {step} of at most {max_steps}, {stopped}/{n} points stopped, {now - state['start']:.0f} s", flush=True)
 
         yield on_window
 def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:

@@ -151,7 +151,7 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
         means = repeats.mean(dim=0)  # the dataset-level estimate of each repeat, [R]
         out[f"{prefix}/iw_ll_repeats"] = [float(m) for m in means]
         out[f"{prefix}/iw_ll_repeat_sd"] = float(means.std()) if len(means) > 1 else 0.0
-    for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll"):
+    for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll", "elbo_inner"):
         if key in per_point:
             values = per_point[key].double()
             out[f"{prefix}/{key}"] = float(values.mean())

@@ -77,7 +77,7 @@ class AmortizedVI(L.LightningModule):
         if self.objective["name"] == "iwae" and self.objective["estimator"] != "reparam":
             raise ValueError("objective.name=iwae trains with reparameterized gradients only: use objective.estimator=reparam")
         self.annealing = annealing or KLSchedule(functools.partial(constant, beta=1.0))
-        if self.objective["name"] == "iwae" and self.annealing.describe() != {"name": "constant", "beta": 1.0, "per": self.annealing.per}:
+        if self.objective["name"] == "iwae" and not self.annealing.is_unit:
             raise ValueError("objective=iwae trains on the importance-weighted bound, to which KL annealing does not apply: use annealing=none")
         self.mc_samples, self.analytic_kl = mc_samples, analytic_kl
         self.iw_samples, self.eval_chunk_mib, self.eval_compile, self.train_compile = iw_samples, eval_chunk_mib, eval_compile, train_compile
@@ -175,11 +175,20 @@ class AmortizedVI(L.LightningModule):
         self._flush_window(None)  # steps since the last logged window count towards the epoch means
         if self._epoch is not None:
             means = (self._epoch / self._epoch_steps).tolist()
-            self.log_dict({**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()})
+            self.log_to_loggers({**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()})
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
         # Manual optimization: Lightning leaves the stepping of the configured scheduler to the module.
         if self.scheduler_factory is not None and (scheduler := self.lr_schedulers()) is not None:
             scheduler.step()
+
+    def log_to_loggers(self, metrics: dict[str, float]) -> None:
+        """Epoch-level metrics to the loggers at the index of the last optimizer step taken, the
+        same step axis as the training windows (Lightning's own ``self.log`` counts its calls, which
+        hold ``train.steps_per_call`` steps each), with the epoch."""
+        if self._trainer is None or self.trainer.sanity_checking:
+            return
+        for logger in self.loggers:
+            logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=max(0, self.global_step - 1))
 
     def current_lr(self) -> float:
         """The learning rate of the (first) optimizer's first parameter group right now."""
@@ -259,7 +268,18 @@ class AmortizedVI(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, idx = batch
         recon, kl = self.elbo_terms(x, self.eval_posterior(x, idx, "val"), self.mc_samples)
-        self.log("val/elbo", (recon - kl).mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        elbo = recon - kl
+        # for the progress bar, checkpoint selection and early stopping; the loggers get the epoch mean below
+        self.log("val/elbo", elbo.mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True, logger=False)
+        self._val_sum = self._val_sum + torch.stack([elbo.detach().sum(), torch.tensor(float(len(x)), device=elbo.device)])
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = torch.zeros(2, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum") if self.trainer.world_size > 1 else self._val_sum
+        if float(total[1]) > 0:
+            self.log_to_loggers({"val/elbo": float(total[0] / total[1])})
 
     def on_test_epoch_start(self) -> None:
         self._test_parts = []
@@ -293,7 +313,7 @@ class AmortizedVI(L.LightningModule):
             per_point = {k: v[order[first]] for k, v in per_point.items()}
         per_point = {k: v.cpu() for k, v in per_point.items() if k != "idx"}
         self.test_summary = summarize(per_point, "test")
-        self.log_dict({k: float(v) for k, v in self.test_summary.items() if not isinstance(v, list)})
+        self.log_to_loggers({k: float(v) for k, v in self.test_summary.items() if not isinstance(v, list)})
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -384,6 +404,16 @@ class LocalVI(AmortizedVI):
             grads = torch.autograd.grad(-(recon - kl).mean(), list(self.guide.parameters()))
             for p, g in zip(self.guide.parameters(), grads):
                 p.grad = g
+
+    def test_step(self, batch, batch_idx):
+        """As the VAE's, plus ``elbo_inner``: the ELBO of q_i after validation's budget (``inner_steps``
+        steps from the flavour's start). ``val/elbo`` is measured that way every epoch, while the
+        test's q_i get the full held-out fit: ``test/elbo_inner`` is the test number comparable with ``val/elbo``."""
+        super().test_step(batch, batch_idx)
+        x, idx = batch
+        with torch.no_grad():
+            recon, kl = self.elbo_terms(x, self.eval_posterior(x, idx, "val"), self.mc_samples)
+        self._test_parts[-1]["elbo_inner"] = recon - kl
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()

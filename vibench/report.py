@@ -43,7 +43,7 @@ def _objective(rec: dict) -> dict:
 
 def _schedule(rec: dict) -> str:
     a = (rec.get("inference") or {}).get("annealing") or {"name": "constant", "beta": 1.0}
-    if a.get("name") == "constant":
+    if a.get("name") in ("constant", "none"):
         return "none" if a.get("beta", 1.0) == 1.0 else f"beta={a['beta']}"
     return a["name"]
 

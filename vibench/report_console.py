@@ -5,10 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without ``v_num`` (the logger's version: a W&B run id's tail,
+    or 0.000 for the CSV logger, shown as if it were a metric)."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def print_summary(record: dict[str, Any], path: Path) -> None:
@@ -16,12 +27,16 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in record["metrics"].items():
+        if isinstance(value, list):  # e.g. test/iw_ll_repeats: one estimate per eval.repeats
+            value = ", ".join(f"{v:.3f}" for v in value)
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     for key in ("train_s", "inner_s", "test_s", "heldout_fit_s", "gap_s", "train_examples_per_s", "total_s"):
         if key not in record["timing"]:
             continue
         table.add_row(f"time/{key}", str(record["timing"].get(key)))
     console.print(table)
+    if note := svi_note(record):
+        console.print(note, soft_wrap=True)
     console.print(f"[bold]record[/bold]  {path}", soft_wrap=True)
     tracking = record.get("tracking") or {}
     if tracking.get("kind") == "wandb":
@@ -31,6 +46,17 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     elif tracking:
         console.print(f"[bold]logs[/bold]    {tracking['dir']}", soft_wrap=True)
     console.print(f"[bold]outputs[/bold] {record['output_dir']}", soft_wrap=True)
+
+
+def svi_note(record: dict[str, Any]) -> str | None:
+    """Why an SVI run's val/elbo and test/elbo differ: different fit budgets for q_i, by design."""
+    inference, m = record.get("inference") or {}, record.get("metrics") or {}
+    if record.get("method") != "svi" or "test/elbo_inner" not in m:
+        return None
+    steps = inference.get("inner_steps")
+    return (f"[bold]note[/bold]    SVI: val/elbo and test/elbo_inner use q_i after {steps} inner steps (the training-time budget); "
+            f"test/elbo and test/iw_ll use the full held-out fit ({m.get('test/heldout_fit_steps', 0):.0f} steps per point on average, "
+            f"{m.get('test/heldout_converged', 0):.0%} converged). Compare val/elbo with test/elbo_inner.")
 
 
 def print_note(message: str) -> None:

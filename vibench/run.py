@@ -235,10 +235,10 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
 
         callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience))
     if cfg.trainer.get("enable_progress_bar", True):
-        from lightning.pytorch.callbacks import RichProgressBar
+        from vibench.report_console import ProgressBar
 
         # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
-        callbacks.append(RichProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
+        callbacks.append(ProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
     trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
     return trainer, clock, sigterm, resume_state
 

@@ -62,11 +62,13 @@ def plain_partial(fn: Callable) -> Callable:
 class KLSchedule:
     """A schedule ``fn(t)`` (a Hydra ``_partial_`` of a function above) and its time unit.
 
-    ``per="steps"``: t = the global step; ``per="epochs"``: t = step / steps per epoch.
+    ``per="steps"``: t = the global step; ``per="epochs"``: t = step / steps per epoch. ``name``
+    labels it in records (the config group's choice, e.g. ``none``); by default, ``fn``'s name.
     """
 
     fn: Callable[[float], float]
     per: str = "steps"
+    name: str | None = None
 
     def __post_init__(self) -> None:
         self.fn = plain_partial(self.fn)
@@ -79,7 +81,13 @@ class KLSchedule:
 
     def describe(self) -> dict:
         fn = self.fn
-        return {"name": getattr(getattr(fn, "func", fn), "__name__", str(fn)), **getattr(fn, "keywords", {}), "per": self.per}
+        return {"name": self.name or getattr(getattr(fn, "func", fn), "__name__", str(fn)), **getattr(fn, "keywords", {}), "per": self.per}
+
+    @property
+    def is_unit(self) -> bool:
+        """beta = 1 at every step: the training loss is the bound itself."""
+        fn = self.fn
+        return getattr(fn, "func", None) is constant and getattr(fn, "keywords", {}).get("beta", 1.0) == 1.0
 
 
 # --- learning-rate schedules (multiplicative factors of the optimizer's lr, per epoch) ----------

@@ -20,13 +20,15 @@ from vibench.errors import VibenchError
 
 
 def _wandb_settings(cfg: DictConfig):
-    """W&B's terminal output kept to warnings and errors (vibench prints where the run went), no
-    colour codes when the output is not a terminal, and the online start-up time limit."""
+    """No W&B terminal output with ``quiet`` (the default: vibench prints where the run went and its
+    sync command; W&B's failures still raise), no colour codes when the output is not a terminal,
+    and the online start-up time limit."""
     import sys
 
     import wandb
 
-    return wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)), quiet=bool(cfg.get("quiet", True)), show_colors=sys.stderr.isatty())
+    quiet = bool(cfg.get("quiet", True))
+    return wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)), quiet=quiet, silent=quiet, show_colors=sys.stderr.isatty())
 
 
 def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str) -> Logger | bool:
