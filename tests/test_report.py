@@ -42,3 +42,38 @@ def test_report_page_is_self_contained(tmp_path):
     assert "7 run(s): 6 completed, 1 not" in page and "NaN at step 3" in page
     assert "latent=10 seed=1" in page  # the configuration behind each point
     assert (tmp_path / "report" / "bounds_vs_latent.png").is_file()
+
+
+def test_variants_never_share_axes_and_labels_are_whole():
+    recs = [r for r in sweep_records() if r["status"] == "completed"]
+    digits = copy.deepcopy(recs[0])
+    digits.update(run_id="digits", overrides=[], dataset={"name": "digits", "variant": "digits_dynamic"})
+    long = copy.deepcopy(recs[1])
+    long["overrides"] = ["+experiment=aevb_mnist", "latent=5", "model.decoder.hidden=[400,400]", "optimizer.lr=3e-4"]
+    points = [point(r) for r in [*recs[2:], long, digits]]
+    figures = build_figures(points)
+    variant = recs[0]["dataset"]["variant"]
+    assert f"timing_{variant}" in figures and "timing_digits_dynamic" in figures and "timing" not in figures
+    from vibench.report import run_labels
+
+    labels = run_labels([point(long), point(digits)])
+    assert labels[1] == "(defaults)"
+    assert labels[0].replace("\n", " ") == " ".join(long["overrides"])  # wrapped, never cut
+
+
+def test_gap_legend_and_default_run_config_are_labelled(tmp_path):
+    from vibench.report import render
+
+    recs = [r for r in sweep_records() if r["status"] == "completed"]
+    default = copy.deepcopy(recs[0])
+    default["overrides"] = []
+    page = render([default], {}, [], "t")
+    assert "(defaults: " in page and "latent 2" in page and "<code class='id'>z2s0</code>" in page
+
+
+def test_gap_figure_legend_names_the_quantity():
+    from vibench.report import figure_bounds
+
+    points = [point(r) for r in sweep_records() if r["status"] == "completed"]
+    fig = figure_bounds(points, "latent", [], gap=True)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["IW log-likelihood - ELBO"]

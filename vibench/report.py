@@ -91,7 +91,8 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
         colour = f"C{n % 10}"
         solid, dashed = ("o-", "s--") if numeric else ("o", "s")  # categories are not ordered: no connecting lines
         if gap:
-            ax.errorbar(xs, [r[3] - r[1] for r in rows], fmt=solid, color=colour, label=label, capsize=3)
+            what = "IW log-likelihood - ELBO"
+            ax.errorbar(xs, [r[3] - r[1] for r in rows], fmt=solid, color=colour, label=what if label == "runs" else f"{what} ({label})", capsize=3)
         else:
             ax.errorbar(xs, [r[3] for r in rows], yerr=[r[4] for r in rows], fmt=solid, color=colour, capsize=3, label=f"IW log-likelihood ({label})")
             ax.errorbar(xs, [r[1] for r in rows], yerr=[r[2] for r in rows], fmt=dashed, color=colour, capsize=3, alpha=0.8, label=f"ELBO ({label})")
@@ -112,13 +113,25 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
     return fig
 
 
-def figure_timing(points):
+def run_labels(points: list[dict], width: int = 38) -> list[str]:
+    """Each run's label: the overrides that differ between the runs (the shared ones say nothing
+    here), wrapped to ``width`` characters, never cut; ``(defaults)`` for a run without overrides."""
+    import textwrap
+
+    shared = set.intersection(*(set(p["overrides"].split()) for p in points)) if len(points) > 1 else set()
+    labels = []
+    for p in points:
+        own = " ".join(o for o in p["overrides"].split() if o not in shared)
+        labels.append(textwrap.fill(own, width, break_long_words=True) if own else "(defaults)" if not p["overrides"] else "(shared settings)")
+    return labels
+
+
+def figure_timing(points, variant: str):
     import matplotlib.pyplot as plt
 
-    # label each run by the overrides that differ between runs (the shared ones say nothing here)
-    shared = set.intersection(*(set(p["overrides"].split()) for p in points)) if points else set()
-    labels = [" ".join(o for o in p["overrides"].split() if o not in shared) or p["run_id"] for p in points]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, max(2.5, 0.35 * len(points) + 1.2)), dpi=110, sharey=True)
+    labels = run_labels(points)
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.3 * lines + 1.2)), dpi=110, sharey=True)
     y = range(len(points))
     a.barh(y, [p["throughput"] or 0 for p in points], color="C0")
     a.set_xlabel("training throughput (examples / s)")
@@ -126,8 +139,8 @@ def figure_timing(points):
     b.barh(y, [p["test_s"] or 0 for p in points], left=[p["train_s"] or 0 for p in points], color="C2", label="evaluation")
     b.set_xlabel("wall-clock (s)")
     b.legend(fontsize=7)
-    a.set_yticks(list(y), labels=[lab[-60:] for lab in labels], fontsize=7)
-    fig.suptitle("Wall-clock and throughput per run", fontsize=10)
+    a.set_yticks(list(y), labels=labels, fontsize=7)
+    fig.suptitle(f"Wall-clock and throughput per run ({variant})", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -154,8 +167,7 @@ def build_figures(points: list[dict]) -> dict[str, bytes]:
             figures[f"bounds_vs_{x}{suffix}"] = png(figure_bounds(mine, x, others))
             if x in NUMERIC:
                 figures[f"gap_vs_{x}{suffix}"] = png(figure_bounds(mine, x, others, gap=True))
-    if points:
-        figures["timing"] = png(figure_timing(points))
+        figures[f"timing{suffix}"] = png(figure_timing(mine, variant))  # runs of one variant only, like every figure
     return figures
 
 
@@ -169,23 +181,29 @@ def f2(x) -> str:
     return "" if x is None else f"{x:.2f}"
 
 
+def describe_defaults(rec: dict) -> str:
+    """What a run without overrides ran: its dataset, method, latent size and epochs."""
+    cfg = rec.get("config") or {}
+    return ", ".join(str(v) for v in ((rec.get("dataset") or {}).get("name"), rec.get("method"), f"latent {cfg.get('latent')}", f"{(cfg.get('trainer') or {}).get('max_epochs')} epochs") if v)
+
+
 def render(records: list[dict], figures: dict[str, bytes], comparisons, title: str) -> str:
     done = [r for r in records if r.get("status") == "completed"]
     failed = [r for r in records if r.get("status") != "completed"]
-    runs = [[html.escape(" ".join(r.get("overrides", [])) or "(defaults)"), r["run_id"], r["dataset"]["variant"] if "dataset" in r else "", r.get("method", ""),
+    runs = [[html.escape(" ".join(r.get("overrides", [])) or "(defaults)"), f"<code class='id'>{r['run_id']}</code>", r["dataset"]["variant"] if "dataset" in r else "", r.get("method", ""),
              f2(r["metrics"].get("test/elbo")), f2(r["metrics"].get("test/iw_ll")) + f" ± {f2(r['metrics'].get('test/iw_ll_stderr'))}",
              f2(r["metrics"].get("test/kl")), r.get("iw_samples", ""), f2(r["timing"].get("train_s")), f2(r["timing"].get("test_s"))] for r in done]
     verdict_class = {"pass": "pass", "fail": "fail"}
-    checks = [[c.reference.id, html.escape(c.reference.source), c.record["run_id"], f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed),
+    checks = [[c.reference.id, html.escape(c.reference.source), f"<code class='id'>{c.record['run_id']}</code>", f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed),
                f"<span class='{verdict_class.get(c.verdict, 'na')}'>{c.verdict}</span> {html.escape(c.why)}"] for c in comparisons]
     imgs = "".join(f"<figure><img alt='{k}' src='data:image/png;base64,{base64.b64encode(v).decode()}'><figcaption>{k}.png</figcaption></figure>" for k, v in figures.items())
-    configs = "".join(f"<details><summary>{r['run_id']}: {html.escape(' '.join(r.get('overrides', [])))}</summary><pre>{html.escape(json.dumps(r.get('config', {}), indent=1))}</pre></details>" for r in records)
+    configs = "".join(f"<details><summary><code class='id'>{r['run_id']}</code>: {html.escape(' '.join(r.get('overrides', [])) or '(defaults: ' + describe_defaults(r) + ')')}</summary><pre>{html.escape(json.dumps(r.get('config', {}), indent=1))}</pre></details>" for r in records)
     failures = table(["run", "overrides", "status", "error"], [[r["run_id"], html.escape(" ".join(r.get("overrides", []))), r.get("status"), html.escape(str(r.get("error", "")))] for r in failed]) if failed else "<p>None.</p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}} table{{border-collapse:collapse;font-size:13px;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f3f3f3}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:0.5em}} img{{max-width:640px;border:1px solid #ddd}} .pass{{color:#080;font-weight:bold}} .fail{{color:#c00;font-weight:bold}} .na{{color:#a60}}
-pre{{font-size:11px;background:#fafafa;padding:0.5em}}</style></head><body>
+pre{{font-size:11px;background:#fafafa;padding:0.5em}} .id{{white-space:nowrap}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(records)} run(s): {len(done)} completed, {len(failed)} not. Log-likelihoods in nats per image (higher is better); IW = importance-weighted bound with K samples.</p>
 <h2>Figures</h2>{imgs or "<p>No completed runs.</p>"}

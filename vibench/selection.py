@@ -57,7 +57,7 @@ def collect_records(paths: list[str]) -> list[dict]:
             rec = read_record(f)
         except (OSError, json.JSONDecodeError) as e:
             raise VibenchError(f"{f} is not a readable run record ({e}).") from None
-        if isinstance(rec, dict) and "run_id" in rec and "schema" in rec and rec["run_id"] not in records:
+        if isinstance(rec, dict) and "run_id" in rec and "status" in rec and rec["run_id"] not in records:
             rec["_path"] = str(f)
             records[rec["run_id"]] = rec
     if not records:
