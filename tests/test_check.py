@@ -107,3 +107,33 @@ def test_ci_regression_passes_and_a_broken_estimator_fails(compose_cfg, tmp_path
     rows, _ = check([json.loads(path.read_text())], refs)
     verdicts = {r.reference.metric: r.verdict for r in rows}
     assert verdicts["test/iw_ll"] == "fail"
+
+
+def preset_record(compose_cfg, iw_ll: float, epochs: int, *overrides: str, stopped_early: bool = False, select: str = "best") -> dict:
+    """A record as a run of +experiment=pythae_vae_mnist (with ``overrides``) would write it."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose_cfg("+experiment=pythae_vae_mnist", *overrides), resolve=False)
+    cfg.pop("output_dir"), cfg.pop("results_dir")
+    cfg["data"] = {}
+    return {
+        "run_id": f"p{epochs}", "status": "completed", "method": "aevb", "epochs": epochs, "iw_samples": cfg["iw_samples"],
+        "dataset": {"variant": "static_binarized_mnist"}, "config": cfg, "stopped_early": stopped_early,
+        "evaluated_checkpoint": {"select": select, "epoch": max(1, epochs - 100)},
+        "inference": {"objective": {"name": "elbo", "samples": 1, "estimator": "reparam"}},
+        "metrics": {"test/iw_ll": iw_ll, "test/iw_ll_stderr": 0.2},
+    }
+
+
+def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
+    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_rezende2015"]
+    assert compare(ref, preset_record(compose_cfg, -90.0, 2000)).verdict == "pass"
+    short = compare(ref, preset_record(compose_cfg, -90.0, 5, "trainer.max_epochs=5"))
+    assert short.verdict == "not comparable" and "trained 5 epochs" in short.why
+    # stopped early on val/elbo after 100 epochs without improvement: its best model is the protocol's
+    assert compare(ref, preset_record(compose_cfg, -90.0, 420, "early_stopping.patience=100", stopped_early=True)).verdict == "pass"
+    assert compare(ref, preset_record(compose_cfg, -90.0, 20, "early_stopping.patience=5", stopped_early=True)).verdict == "not comparable"
+    # a protocol field differs: another setting, never compared
+    assert not compare(ref, preset_record(compose_cfg, -90.0, 2000, "scheduler=none")).matched
+    assert not compare(ref, preset_record(compose_cfg, -90.0, 2000, "checkpoint.select=last")).matched
+    assert compare(ref, preset_record(compose_cfg, -91.5, 2000)).verdict == "fail"  # 1.72 below; allowed 1.0 + 2 x 0.2

@@ -25,7 +25,8 @@ import yaml
 
 from vibench.errors import VibenchError
 
-MATCH_KEYS = ("variant", "method", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size")
+MATCH_KEYS = ("variant", "method", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size",
+              "scheduler", "select", "init", "lr", "adam_eps", "eval_repeats")
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Reference:
     tolerance: float
     match: dict[str, Any]
     min_epochs: int = 0
+    # a run stopped early on val/elbo (checkpoint.select=best) is comparable before min_epochs
+    # when its patience was at least this (its best epoch was then unbeaten for that long); null: never
+    early_stop_patience: int | None = None
     noise: str = "stderr"  # stderr | none
     reported: str = ""
     command: str = ""
@@ -91,7 +95,25 @@ def record_keys(record: dict[str, Any]) -> dict[str, Any]:
         "svi_flavour": inference.get("svi_flavour"),
         "seed": cfg.get("seed"),
         "batch_size": dataset.get("batch_size"),
+        "scheduler": _scheduler_name(cfg.get("scheduler")),
+        "select": (cfg.get("checkpoint") or {}).get("select", "last"),
+        "init": (cfg.get("model") or {}).get("init", "default"),
+        "lr": (cfg.get("optimizer") or {}).get("lr"),
+        "adam_eps": (cfg.get("optimizer") or {}).get("eps", 1e-8),
+        "eval_repeats": (cfg.get("eval") or {}).get("repeats", 1),
     }
+
+
+def _scheduler_name(scheduler: dict | None) -> str:
+    """The ``scheduler=`` choice behind a resolved scheduler config: none, multistep, burda (or the class)."""
+    if not scheduler:
+        return "none"
+    target = str(scheduler.get("_target_", ""))
+    if target.endswith("MultiStepLR"):
+        return "multistep"
+    if target.endswith("LambdaLR") and "burda" in str((scheduler.get("lr_lambda") or {}).get("_target_", "")):
+        return "burda"
+    return target.rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -115,6 +137,14 @@ class Comparison:
         }
 
 
+def stopped_early_enough(ref: Reference, record: dict[str, Any]) -> bool:
+    """True when the run stopped early on val/elbo, tested its best checkpoint, and waited at least
+    the reference's ``early_stop_patience`` epochs for a better one."""
+    patience = ((record.get("config") or {}).get("early_stopping") or {}).get("patience")
+    return (ref.early_stop_patience is not None and bool(record.get("stopped_early")) and patience is not None
+            and patience >= ref.early_stop_patience and (record.get("evaluated_checkpoint") or {}).get("select") == "best")
+
+
 def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
     """Compare one record with one reference (see the module docstring for the verdicts)."""
     keys = record_keys(record)
@@ -126,7 +156,7 @@ def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
         return Comparison(ref, record, "qualitative", why="the source reports curves only")
     if record.get("status") != "completed":
         return Comparison(ref, record, "not comparable", why=f"run status is {record.get('status')}")
-    if (record.get("epochs") or 0) < ref.min_epochs:
+    if (record.get("epochs") or 0) < ref.min_epochs and not stopped_early_enough(ref, record):
         return Comparison(ref, record, "not comparable", why=f"trained {record.get('epochs')} epochs, the reference {ref.min_epochs}")
     metrics = record.get("metrics") or {}
     if ref.metric not in metrics:
