@@ -39,3 +39,13 @@ def compose_cfg(tmp_path):
             return compose("config", overrides=[f"output_dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}", f"data.cache={tmp_path / 'cache'}", *overrides])
 
     return _compose
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, with the reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA device (torch {torch.__version__} sees none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

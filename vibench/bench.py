@@ -349,6 +349,21 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
         return (torch.rand(50000, D, generator=g) < 0.13).float(), (torch.rand(10000, D, generator=g) < 0.13).float(), "random binary 784-dim"
 
 
+def pick_device(name: str) -> torch.device:
+    """The benchmark's device, or a ValueError saying why it cannot run there (before any work)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device: use cpu or cuda (cuda:N for a given GPU).") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}, cuda {torch.version.cuda}). Run it on a GPU machine, or use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here.")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: the benchmark runs on cpu or cuda.")
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--block", type=int, default=100, help="steps per interleaved block")
@@ -361,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip Pyro and pythae")
     parser.add_argument("--train-compile", default="auto", choices=("auto", "true", "false"), help="vibench's train.compile (default: the config's auto, as a user's run of this length gets); compile time is reported, and excluded from the blocks")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
     train, test, data_name = load_data()
     train_dev = train.to(device)
     chunk_mib = args.chunk_mib or compose([]).eval.chunk_mib

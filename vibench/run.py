@@ -274,16 +274,26 @@ def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:
 
 
 def pin_parallel_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Jobs run side by side by a parallel launcher each get one device: GPU ``job_num mod #GPUs``,
-    or the CPU with one torch thread (two multi-threaded torch processes on the same cores slow
-    each other several-fold). Hydra's joblib launcher assigns no devices itself."""
+    """Jobs run side by side by a parallel launcher each get one device (:func:`device_for_job`);
+    Hydra's joblib launcher assigns no devices itself."""
     from hydra.core.hydra_config import HydraConfig
 
     if not job["multirun"] or "Joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
         return {}
     import torch
 
-    if torch.cuda.is_available():
-        return {"accelerator": "gpu", "devices": [job["job_num"] % torch.cuda.device_count()]}
-    torch.set_num_threads(1)
+    pinned = device_for_job(job["job_num"], torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if pinned["accelerator"] == "cpu":
+        torch.set_num_threads(1)
+    return pinned
+
+
+def device_for_job(job_num: int, n_gpus: int) -> dict[str, Any]:
+    """The Trainer's device for job ``job_num`` of a parallel sweep: GPU ``job_num mod n_gpus``, so
+    ``hydra.launcher.n_jobs = N x n_gpus`` packs N jobs on every GPU; without GPUs, the CPU (with
+    one torch thread per job: two multi-threaded torch processes on the same cores slow each other
+    several-fold)."""
+    if n_gpus > 0:
+        return {"accelerator": "gpu", "devices": [job_num % n_gpus]}
     return {"accelerator": "cpu", "devices": 1}
+
