@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def run_online(tmp_path, **env_extra):
     home = tmp_path / "home"
@@ -44,3 +46,22 @@ def test_online_failure_can_fall_back_to_offline(tmp_path):
                         f"hydra.run.dir={tmp_path / 'out2'}", f"results_dir={tmp_path / 'runs2'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "continuing offline" in r.stderr and list((tmp_path / "out2" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("logger", ["wandb", "csv"])
+def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logger):
+    """The curve read from W&B's offline run file (or the CSV log) has one row per epoch, and its
+    last validation ELBO is the one in the record."""
+    import json
+
+    from vibench.curves import epoch_curve, history, main as curves_main
+    from vibench.run import run
+
+    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", f"logger={logger}", "images=false", "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=0.1"))
+    rec = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    curve = epoch_curve(history(tmp_path / "out"))
+    assert [r["epoch"] for r in curve] == [0, 1, 2]
+    assert curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-4)
+    assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
+    assert curves_main([str(tmp_path / "out"), "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "curve.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c" / "curve.csv").read_text().startswith("epoch,step,val/elbo")

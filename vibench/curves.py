@@ -1,0 +1,153 @@
+"""``python -m vibench.curves RUN_FOLDER [--out DIR]``: a run's learning curve, from its logs.
+
+Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log)
+from the run's output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
+epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and ``curve.png``.
+Works offline: W&B's run file is read directly (a LevelDB-style log of protobuf records, the
+format W&B's own ``wandb sync`` uploads), so no W&B account or network is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import struct
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+EPOCH_KEYS = ("val/elbo", "train/elbo_epoch", "train/loss_epoch", "train/kl_epoch", "train/recon_epoch", "train/lr")
+_BLOCK, _HEADER = 32768, 7  # W&B's run file: 32 KiB blocks of records, each with a 7-byte header
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def wandb_records(path: Path) -> list[bytes]:
+    """The raw records of a W&B run file (``run-*.wandb``): a 7-byte file header (``:W&B``, magic,
+    version), then records of ``crc32 (4) | length (2) | type (1) | data``, split across 32 KiB
+    blocks as FIRST/MIDDLE/LAST pieces, blocks padded when fewer than 7 bytes remain."""
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file")
+    records, pos, pending = [], _HEADER, b""
+    while pos + _HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        if length == 0 and kind == 0:  # zero padding up to the block's end
+            pos += left
+            continue
+        piece, pos = data[pos + _HEADER:pos + _HEADER + length], pos + _HEADER + length
+        if kind == _FULL:
+            records.append(piece)
+        elif kind == _FIRST:
+            pending = piece
+        elif kind == _MIDDLE:
+            pending += piece
+        elif kind == _LAST:
+            records.append(pending + piece)
+    return records
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """The history rows (``wandb.log`` calls) of a W&B run file, values decoded from JSON."""
+    from wandb.proto import wandb_internal_pb2
+
+    rows = []
+    for raw in wandb_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
+def csv_history(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def history(run_dir: Path) -> list[dict]:
+    """A run folder's logged rows: W&B's offline run file if there is one, else Lightning's CSV log."""
+    runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
+    if runs:
+        return [row for run in runs for row in wandb_history(run)]
+    logs = sorted(run_dir.rglob("metrics.csv"))
+    if logs:
+        return csv_history(logs[-1])
+    raise FileNotFoundError(f"{run_dir} holds no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Was it run with logger=none?")
+
+
+def epoch_curve(rows: list[dict]) -> list[dict]:
+    """One row per epoch with the epoch-level metrics logged for it (later values win)."""
+    by_epoch: dict[int, dict] = defaultdict(dict)
+    for row in rows:
+        if "epoch" not in row or not any(k in row for k in EPOCH_KEYS):
+            continue
+        epoch = int(row["epoch"])
+        by_epoch[epoch].update({k: row[k] for k in EPOCH_KEYS if k in row})
+        by_epoch[epoch].setdefault("step", row.get("trainer/global_step", row.get("step")))
+    return [{"epoch": e, **v} for e, v in sorted(by_epoch.items())]
+
+
+def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "step", *[k for k in EPOCH_KEYS if any(k in r for r in curve)]]
+    with open(out / "curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(curve)
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    for key, label in (("train/elbo_epoch", "training ELBO (epoch mean)"), ("val/elbo", "validation ELBO")):
+        points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
+        if points:
+            ax.plot(*zip(*points), label=label)
+    values = [r[k] for r in curve for k in ("val/elbo", "train/elbo_epoch") if k in r]
+    if values:  # the last 90% of the range: the first epochs would flatten the rest
+        ordered = sorted(values)
+        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per image")
+    ax.grid(alpha=0.3)
+    if any("train/lr" in r for r in curve):
+        lr = ax.twinx()
+        lr.plot([r["epoch"] + 1 for r in curve if "train/lr" in r], [r["train/lr"] for r in curve if "train/lr" in r], color="grey", lw=0.8, ls=":", label="learning rate")
+        lr.set_yscale("log")
+        lr.set_ylabel("learning rate")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png")
+    plt.close(fig)
+    return out / "curve.csv", out / "curve.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vibench.curves", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N)")
+    parser.add_argument("--out", default=None, help="where curve.csv and curve.png go (default: the run folder)")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run)
+    try:
+        curve = epoch_curve(history(run_dir))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"curves: {e}", file=sys.stderr)
+        return 2
+    if not curve:
+        print(f"curves: {run_dir}'s logs hold no epoch-level metrics", file=sys.stderr)
+        return 2
+    paths = write(curve, Path(args.out) if args.out else run_dir, args.title or str(run_dir))
+    print(f"curves: {len(curve)} epochs -> {paths[0]}, {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
