@@ -154,3 +154,14 @@ def test_progress_bar_shows_no_logger_version(tmp_path):
     trainer.fit(model)
     metrics = bar.get_metrics(trainer, model)
     assert "v_num" not in metrics and "v_num" in L.pytorch.callbacks.RichProgressBar.get_metrics(bar, trainer, model)
+
+
+def test_evaluate_a_checkpoint_without_training(compose_cfg, tmp_path):
+    run(compose_cfg("trainer.max_epochs=2", "iw_samples=500", "logger=none", "images=false"))
+    first = only_record(tmp_path / "runs")
+    again = compose_cfg("trainer.max_epochs=2", "iw_samples=500", "logger=none", "images=false", f"evaluate={tmp_path / 'out'}", f"output_dir={tmp_path / 'eval'}", f"results_dir={tmp_path / 'runs2'}")
+    run(again)
+    rec = only_record(tmp_path / "runs2")
+    assert rec["evaluated_checkpoint"]["select"] == "given" and rec["epochs"] == 2 and rec["timing"]["train_s"] == 0
+    # the same model, tested again with fresh samples: equal up to Monte Carlo error
+    assert rec["metrics"]["test/iw_ll"] == pytest.approx(first["metrics"]["test/iw_ll"], abs=0.05)

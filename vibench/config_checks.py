@@ -24,7 +24,7 @@ from vibench.networks import INIT_SCHEMES
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
-    "scheduler", "early_stopping",
+    "scheduler", "early_stopping", "evaluate",
 }
 
 
@@ -89,6 +89,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.max_epochs": _int(-1),
     "checkpoint.every_n_epochs": _optional(_int(1)),
     "checkpoint.every_n_steps": _optional(_int(1)),
+    "evaluate": ((lambda v: v is None or isinstance(v, str) and v != ""), "null or a checkpoint path"),
     "resume": ((lambda v: v is None or isinstance(v, str) and v != ""), "auto, null, or a checkpoint path"),
     "diagnostics.grad_variance.enabled": _BOOL,
     "diagnostics.grad_variance.repeats": _int(2),

@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> float:
     model = build("model", cfg.model)
     scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
-    checkpoint = check_gap_request(cfg, module)
+    checkpoint = check_evaluate_request(cfg) or check_gap_request(cfg, module)  # test (and analyse) it, without training
     if cfg.diagnostics.grad_variance.enabled and module.guide is None:
         raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference.flavour=encoder.")
 
@@ -128,10 +128,13 @@ def run(cfg: DictConfig) -> float:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
             resume_state.finished = True  # a finished run is never resumed by resume=auto
             trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # and always at the end
-            record["evaluated_checkpoint"] = select_checkpoint(cfg.checkpoint.select, trainer, module, output_dir)
+            record["evaluated_checkpoint"] = select_checkpoint(cfg.checkpoint.select, trainer, module, output_dir, datamodule)
         else:
-            module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
-            record["gap_checkpoint"] = str(checkpoint)
+            state = load_checkpoint(checkpoint)
+            module.load_state_dict(state["state_dict"])
+            record["evaluated_checkpoint"] = {"select": "given", "path": str(checkpoint), "epoch": epochs_trained(state, datamodule)}
+            if cfg.gap.enabled:
+                record["gap_checkpoint"] = str(checkpoint)
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
         record["stopped_early"] = bool(trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0)
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -156,7 +159,8 @@ def run(cfg: DictConfig) -> float:
                 logger.log_metrics(variances)
         if splits.true_log_prob is not None:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
-        record.update(status="completed", epochs=trainer.current_epoch, global_step=trainer.global_step)
+        trained = record["evaluated_checkpoint"]["epoch"] if checkpoint is not None else trainer.current_epoch  # a given checkpoint: its own training
+        record.update(status="completed", epochs=trained, global_step=trainer.global_step if checkpoint is None else state.get("global_step"))
         if cfg.images and splits.image_shape is not None:
             try:
                 tracking.log_images(logger, make_images(module, splits, cfg), output_dir / "images")
@@ -243,7 +247,25 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     return trainer, clock, sigterm, resume_state
 
 
-def select_checkpoint(select: str, trainer, module, output_dir: Path) -> dict[str, Any]:
+def check_evaluate_request(cfg: DictConfig) -> Path | None:
+    """``evaluate=PATH``: the checkpoint (or run folder's ``checkpoints/last.ckpt``) to test without training."""
+    if cfg.get("evaluate") is None:
+        return None
+    path = Path(str(cfg.evaluate)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"evaluate={cfg.evaluate}: no checkpoint at {path}. Give a .ckpt file (e.g. a run's checkpoints/best.ckpt) or a run's output folder.")
+    return path
+
+
+def epochs_trained(state: dict, datamodule) -> int:
+    """Whole epochs of training behind a checkpoint, from its optimizer steps (Lightning's own
+    ``epoch`` field counts differently in a validation-end save and in the end-of-fit save)."""
+    return int(state.get("global_step", 0)) // max(1, datamodule.steps_per_epoch())
+
+
+def select_checkpoint(select: str, trainer, module, output_dir: Path, datamodule) -> dict[str, Any]:
     """Load the model that is to be tested into ``module`` and say which one it is, for the record.
 
     ``last``: the weights at the end of training, as they are. ``best``: ``checkpoints/best.ckpt``,
@@ -257,7 +279,7 @@ def select_checkpoint(select: str, trainer, module, output_dir: Path) -> dict[st
         raise ConfigError("checkpoint.select=best needs a validation ELBO, and no validation epoch ran: validate at least once (trainer.limit_val_batches > 0).")
     state = load_checkpoint(Path(best.best_model_path))
     module.load_state_dict(state["state_dict"])
-    return {"select": "best", "epoch": int(state["epoch"]) + 1, "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
+    return {"select": "best", "epoch": epochs_trained(state, datamodule), "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
 
 
 def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:
