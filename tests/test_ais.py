@@ -60,3 +60,26 @@ def test_bdmc_brackets_the_exact_log_px():
     # on average over points, lower <= exact <= upper; the sandwich is narrow at T = 100
     assert float(lower.mean()) <= float(exact.mean()) + 0.01 <= float(upper.mean()) + 0.02
     assert 0 < float((upper - lower).mean()) < 0.5
+
+
+def test_ais_at_the_end_of_a_run_and_in_the_gap_decomposition(compose_cfg, tmp_path):
+    """ais.enabled: AIS beside IW on the same points and the BDMC sandwich in the record; with the
+    gap on, its log p(x) is the larger of AIS and IW for each point (Cremer et al.)."""
+    import json
+
+    from vibench.run import run
+
+    small = ("ais.enabled=true", "ais.n_points=20", "ais.chains=4", "ais.steps=30", "ais.leapfrog=3", "ais.iw_samples=500", "ais.batch_points=10", "ais.bdmc_points=10")
+    run(compose_cfg("trainer.max_epochs=2", "iw_samples=50", "logger=none", "images=false", *small))
+    rec = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    m = rec["metrics"]
+    assert m["ais/n"] == 20 and 0 < m["ais/accept_rate"] <= 1 and m["ais/seconds"] > 0 and m["ais/mc_stderr"] >= 0
+    assert m["ais/minus_iw"] == pytest.approx(m["ais/log_px"] - m["ais/iw_ll"])
+    assert m["bdmc/n"] == 10 and m["bdmc/lower"] <= m["bdmc/upper"] and m["bdmc/width"] == pytest.approx(m["bdmc/upper"] - m["bdmc/lower"])
+    assert rec["ais"]["steps"] == 30 and rec["ais"]["chains"] == 4
+
+    run(compose_cfg("trainer.max_epochs=2", "iw_samples=50", "logger=none", "images=false", "gap.enabled=true", "gap.n_points=10", "gap.max_steps=200", "gap.iw_samples=200", *small, f"results_dir={tmp_path / 'gap'}"))
+    g = json.loads(next((tmp_path / "gap").glob("*.json")).read_text())["metrics"]
+    assert g["gap/log_px"] >= max(g["gap/log_px_iw"], g["gap/log_px_ais"]) - 1e-9
+    assert g["gap/inference"] == pytest.approx(g["gap/approximation"] + g["gap/amortization"])
+    assert "ais/log_px" not in g  # AIS ran on the gap's points only

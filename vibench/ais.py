@@ -34,6 +34,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -122,7 +123,7 @@ def hmc_step(path: _Path, state: tuple, beta: torch.Tensor, step_size: torch.Ten
     return merged, accepted
 
 
-def _anneal(path: _Path, z: torch.Tensor, betas: torch.Tensor, leapfrog: int, step_size: float, target_accept: float | None, forward: bool) -> tuple[torch.Tensor, float]:
+def _anneal(path: _Path, z: torch.Tensor, betas: torch.Tensor, leapfrog: int, step_size: float, target_accept: float | None, forward: bool, on_level: Callable[[], None] | None = None) -> tuple[torch.Tensor, float]:
     """Run the chains along ``betas`` (forward: 0 -> 1 from z ~ q; reverse: 1 -> 0 from z ~ p(z|x));
     returns each chain's log weight ``[C, B]`` and the acceptance rate.
 
@@ -150,10 +151,12 @@ def _anneal(path: _Path, z: torch.Tensor, betas: torch.Tensor, leapfrog: int, st
         if target_accept is not None:  # up by e^(0.02 (1 - tau)) on acceptance, down by e^(-0.02 tau) otherwise: rate -> tau
             eps = (eps * torch.exp(0.02 * (accepted.to(z.dtype) - target_accept)).unsqueeze(-1)).clamp(1e-4, 1.0)
         accepted_total += float(accepted.double().mean())
+        if on_level is not None:
+            on_level()
     return log_w, accepted_total / max(1, len(levels))
 
 
-def ais(model, x: torch.Tensor, start: Distribution, chains: int = 16, steps: int = 1000, leapfrog: int = 10, step_size: float = 0.05, target_accept: float = 0.65) -> AISResult:
+def ais(model, x: torch.Tensor, start: Distribution, chains: int = 16, steps: int = 1000, leapfrog: int = 10, step_size: float = 0.05, target_accept: float = 0.65, on_level: Callable[[], None] | None = None) -> AISResult:
     """Forward AIS estimate of log p(x) for a batch ``x`` ``[B, dim]``.
 
     Args:
@@ -165,16 +168,16 @@ def ais(model, x: torch.Tensor, start: Distribution, chains: int = 16, steps: in
     path = _Path(model, x, start)
     with torch.no_grad():
         z = start.sample((chains,))
-    log_w, rate = _anneal(path, z, sigmoid_schedule(steps), leapfrog, step_size, target_accept, forward=True)
+    log_w, rate = _anneal(path, z, sigmoid_schedule(steps), leapfrog, step_size, target_accept, forward=True, on_level=on_level)
     log_px, stderr = log_mean_exp_with_stderr(log_w)
     return AISResult(log_px, stderr, log_w, rate)
 
 
-def reverse_ais(model, x: torch.Tensor, start: Distribution, z_posterior: torch.Tensor, chains: int = 16, steps: int = 1000, leapfrog: int = 10, step_size: float = 0.05, target_accept: float = 0.65) -> AISResult:
+def reverse_ais(model, x: torch.Tensor, start: Distribution, z_posterior: torch.Tensor, chains: int = 16, steps: int = 1000, leapfrog: int = 10, step_size: float = 0.05, target_accept: float = 0.65, on_level: Callable[[], None] | None = None) -> AISResult:
     """Reverse AIS from exact posterior samples ``z_posterior`` ``[B, latent]`` (each chain starts
     there): ``log_px`` is the stochastic upper bound ``-log (1/C) sum_c exp(log w_rev_c)`` ([2])."""
     path = _Path(model, x, start)
     z = z_posterior.detach().unsqueeze(0).expand(chains, *z_posterior.shape).clone()
-    log_w, rate = _anneal(path, z, sigmoid_schedule(steps), leapfrog, step_size, target_accept, forward=False)
+    log_w, rate = _anneal(path, z, sigmoid_schedule(steps), leapfrog, step_size, target_accept, forward=False, on_level=on_level)
     log_inv, stderr = log_mean_exp_with_stderr(log_w)
     return AISResult(-log_inv, stderr, log_w, rate)

@@ -6,8 +6,10 @@ Called by :func:`vibench.run.run` after the test; each takes the config values i
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from vibench.errors import ConfigError
@@ -51,7 +53,8 @@ def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
     with fit_progress("gap: fitting q*", len(batches), g.max_steps) as on_window:
         for batch in batches:
             chunk = samples_per_chunk_for(module.model, len(batch), cfg.eval.chunk_mib)
-            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window))
+            ais_log_px = (lambda x, q: ais_estimates(module, x, q if cfg.ais.start == "encoder" else module.model.prior().expand([len(x)]), cfg).log_px) if cfg.ais.enabled else None
+            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window, ais_log_px=ais_log_px))
     return summarize_gaps(parts)
 
 
@@ -119,3 +122,76 @@ def make_images(module, splits, cfg: DictConfig) -> dict:
     if cfg.latent == 2:
         images["test/manifold"] = figures.manifold(model, splits.image_shape)
     return images
+
+
+def ais_estimates(module, x: torch.Tensor, start, cfg: DictConfig, progress=None) -> "AISResult":
+    """Forward AIS (``ais.*`` settings) for a batch of points, from ``start`` (a distribution, batch ``[B]``)."""
+    from vibench.ais import ais
+
+    a = cfg.ais
+    return ais(module.model, x, start, chains=a.chains, steps=a.steps, leapfrog=a.leapfrog, step_size=a.step_size, target_accept=a.target_accept, on_level=progress)
+
+
+def ais_start(module, x: torch.Tensor, idx, cfg: DictConfig):
+    """Where AIS chains start: the encoder's q(z|x) (``ais.start=encoder``, needs an encoder) or the prior."""
+    if cfg.ais.start == "encoder" and module.guide is not None:
+        with torch.no_grad():
+            return module.guide(x, idx)
+    return module.model.prior().expand([len(x)])
+
+
+def ais_evaluation(module, splits, cfg: DictConfig) -> dict[str, float]:
+    """AIS log p(x) on ``ais.n_points`` random test points beside the IW bound with ``ais.iw_samples``
+    on the same points; with ``ais.bdmc_points``, the BDMC sandwich on points simulated from the model.
+    Points go in batches of ``ais.batch_points`` (memory: chains x batch x the decoder's width)."""
+    import time
+
+    from rich.progress import Progress
+
+    from vibench.ais import reverse_ais
+    from vibench.data.datamodule import random_subset
+    from vibench.evaluation import evaluate_batch, samples_per_chunk_for
+
+    a = cfg.ais
+    module.eval()
+    started = time.perf_counter()
+    idx = random_subset(torch.arange(len(splits.test)), a.n_points, cfg.seed + 29).to(splits.test.device)
+    batches = idx.split(a.batch_points)
+    n_sim = a.bdmc_points
+    log_px, se2, iw, rates = [], [], [], []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("AIS", total=(len(batches) + 2 * math.ceil(n_sim / a.batch_points)) * a.steps)
+        advance = lambda: progress.advance(task)  # noqa: E731  (one intermediate distribution done)
+        for batch in batches:
+            x = splits.test[batch]
+            res = ais_estimates(module, x, ais_start(module, x, batch, cfg), cfg, advance)
+            log_px.append(res.log_px), se2.append(res.stderr**2), rates.append(res.accept_rate)
+            q = module.guide if module.guide is not None else (lambda x_, i_: module.eval_posterior(x_, i_, "test"))
+            chunk = samples_per_chunk_for(module.model, len(x), cfg.eval.chunk_mib)
+            iw.append(evaluate_batch(module.model, q, x, batch, a.iw_samples, chunk)["iw_ll"])
+        out = summarize_ais(torch.cat(log_px), torch.cat(se2), torch.cat(iw), sum(rates) / len(rates))
+        if n_sim:
+            lower, upper = [], []
+            with torch.no_grad():
+                z = module.model.prior().sample((n_sim,)).to(splits.test.device)
+                x_sim = module.model.likelihood(z).sample()
+            for zb, xb in zip(z.split(a.batch_points), x_sim.split(a.batch_points)):
+                prior = module.model.prior().expand([len(xb)])
+                lower.append(ais_estimates(module, xb, prior, cfg, advance).log_px)
+                upper.append(reverse_ais(module.model, xb, prior, zb, chains=a.chains, steps=a.steps, leapfrog=a.leapfrog, step_size=a.step_size, target_accept=a.target_accept, on_level=advance).log_px)
+            lo, up = torch.cat(lower).double(), torch.cat(upper).double()
+            out.update({"bdmc/lower": float(lo.mean()), "bdmc/upper": float(up.mean()), "bdmc/width": float((up - lo).mean()), "bdmc/n": n_sim})
+    out["ais/seconds"] = time.perf_counter() - started
+    return out
+
+
+def summarize_ais(log_px: torch.Tensor, se2: torch.Tensor, iw: torch.Tensor, accept_rate: float) -> dict[str, float]:
+    """``ais/log_px`` (mean over points) with its Monte Carlo error over chains (``ais/mc_stderr``:
+    ``sqrt(sum_i se_i^2) / n``), the IW bound on the same points, their difference, and ``ais/accept_rate``."""
+    n = len(log_px)
+    log_px, iw = log_px.double().cpu(), iw.double().cpu()
+    return {
+        "ais/log_px": float(log_px.mean()), "ais/mc_stderr": float(se2.double().sum().sqrt() / n), "ais/iw_ll": float(iw.mean()),
+        "ais/minus_iw": float((log_px - iw).mean()), "ais/minus_iw_stderr": float((log_px - iw).std() / n**0.5) if n > 1 else 0.0,
+        "ais/accept_rate": accept_rate, "ais/n": n,
+    }

@@ -24,7 +24,7 @@ from vibench.networks import INIT_SCHEMES
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
-    "scheduler", "early_stopping", "evaluate",
+    "scheduler", "early_stopping", "evaluate", "ais",
 }
 
 
@@ -94,6 +94,17 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.grad_variance.enabled": _BOOL,
     "diagnostics.grad_variance.repeats": _int(2),
     "diagnostics.grad_variance.n_points": _int(1),
+    "ais.enabled": _BOOL,
+    "ais.n_points": _int(1),
+    "ais.chains": _int(1),
+    "ais.steps": _int(1),
+    "ais.leapfrog": _int(1),
+    "ais.step_size": _float(0, strict=True),
+    "ais.target_accept": _unit(),
+    "ais.start": ((lambda v: v in ("encoder", "prior")), "encoder or prior"),
+    "ais.iw_samples": _int(1),
+    "ais.batch_points": _int(1),
+    "ais.bdmc_points": _int(0),
     "gap.enabled": _BOOL,
     "gap.n_points": _int(1),
     "gap.init": ((lambda v: v in ("prior", "encoder")), "prior or encoder"),

@@ -27,9 +27,13 @@ from vibench.guides import gaussian, gaussian_params
 from vibench.local_fit import fit_heldout
 
 
-def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tensor, iw_samples: int, chunk: int, optimizer: Callable, samples: int = 50, max_steps: int = 20000, window: int = 100, patience: int = 10, init: str = "prior", on_window: Callable | None = None) -> dict[str, torch.Tensor]:
+def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tensor, iw_samples: int, chunk: int, optimizer: Callable, samples: int = 50, max_steps: int = 20000, window: int = 100, patience: int = 10, init: str = "prior", on_window: Callable | None = None, ais_log_px: Callable | None = None) -> dict[str, torch.Tensor]:
     """Per-datapoint ``log_px``, ``elbo_encoder``, ``elbo_local`` and the gaps, plus the fit's
-    ``steps`` and ``converged`` (1.0 if the point's window rule stopped it), each ``[B]``."""
+    ``steps`` and ``converged`` (1.0 if the point's window rule stopped it), each ``[B]``.
+
+    With ``ais_log_px(x, q_enc) -> [B]`` (an AIS estimate), ``log_px`` is the larger of AIS and the
+    IW bound for each point, Cremer et al.'s convention (both are stochastic lower bounds), and
+    ``log_px_iw`` and ``log_px_ais`` are kept beside it."""
     q_enc = encoder(x, idx)
     enc = evaluate_batch(model, lambda *_: q_enc, x, idx, iw_samples, chunk)
     if init == "encoder":
@@ -42,7 +46,13 @@ def gap_decomposition(model, encoder: Callable, x: torch.Tensor, idx: torch.Tens
     q_star = gaussian(fit.params)
     star = evaluate_batch(model, lambda *_: q_star, x, idx, iw_samples, chunk)
     log_px = star["iw_ll"]
+    extra = {}
+    if ais_log_px is not None:
+        ais = ais_log_px(x, q_enc).to(log_px.dtype)
+        extra = {"log_px_iw": log_px, "log_px_ais": ais}
+        log_px = torch.maximum(log_px, ais)
     return {
+        **extra,
         "log_px": log_px,
         "elbo_encoder": enc["elbo"],
         "elbo_local": star["elbo"],

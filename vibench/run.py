@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vibench import records
-from vibench.analyses import check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
+from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
 from vibench.config_checks import check_config
 from vibench.errors import ConfigError, Interrupted, VibenchError
 from vibench.resume import find_resume_checkpoint, result_config, saved_state
@@ -152,6 +152,12 @@ def run(cfg: DictConfig) -> float:
                 print_error(f"warning: {warning}")
             if logger:
                 logger.log_metrics(gaps)
+        if cfg.ais.enabled and not cfg.gap.enabled:  # with the gap on, AIS runs on the gap's points (gap/log_px_ais)
+            ais_metrics = ais_evaluation(module, splits, cfg)
+            metrics.update(ais_metrics)
+            record["ais"] = {k: cfg.ais[k] for k in ("n_points", "chains", "steps", "leapfrog", "step_size", "target_accept", "start", "iw_samples", "bdmc_points")}
+            if logger:
+                logger.log_metrics(ais_metrics)
         if cfg.diagnostics.grad_variance.enabled:
             variances = gradient_variances(module, splits, cfg)
             metrics.update(variances)
