@@ -77,3 +77,11 @@ def test_gap_figure_legend_names_the_quantity():
     points = [point(r) for r in sweep_records() if r["status"] == "completed"]
     fig = figure_bounds(points, "latent", [], gap=True)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["IW log-likelihood - ELBO"]
+
+
+def test_report_shows_ais_beside_iw():
+    from vibench.report import ais_cell
+
+    assert ais_cell({"ais/log_px": -90.0, "ais/iw_ll": -90.4}) == "-90.00 (-90.40)"
+    assert ais_cell({"gap/log_px_ais": -88.0, "gap/log_px_iw": -88.3}) == "-88.00 (-88.30, gap points)"
+    assert ais_cell({}) == ""

@@ -181,6 +181,15 @@ def f2(x) -> str:
     return "" if x is None else f"{x:.2f}"
 
 
+def ais_cell(m: dict) -> str:
+    """AIS beside IW on the same points, when the run measured it (``ais.enabled``, or the gap's)."""
+    if "ais/log_px" in m:
+        return f"{f2(m['ais/log_px'])} ({f2(m['ais/iw_ll'])})"
+    if "gap/log_px_ais" in m:
+        return f"{f2(m['gap/log_px_ais'])} ({f2(m['gap/log_px_iw'])}, gap points)"
+    return ""
+
+
 def describe_defaults(rec: dict) -> str:
     """What a run without overrides ran: its dataset, method, latent size and epochs."""
     cfg = rec.get("config") or {}
@@ -192,7 +201,7 @@ def render(records: list[dict], figures: dict[str, bytes], comparisons, title: s
     failed = [r for r in records if r.get("status") != "completed"]
     runs = [[html.escape(" ".join(r.get("overrides", [])) or "(defaults)"), f"<code class='id'>{r['run_id']}</code>", r["dataset"]["variant"] if "dataset" in r else "", r.get("method", ""),
              f2(r["metrics"].get("test/elbo")), f2(r["metrics"].get("test/iw_ll")) + f" ± {f2(r['metrics'].get('test/iw_ll_stderr'))}",
-             f2(r["metrics"].get("test/kl")), r.get("iw_samples", ""), f2(r["timing"].get("train_s")), f2(r["timing"].get("test_s"))] for r in done]
+             f2(r["metrics"].get("test/kl")), r.get("iw_samples", ""), ais_cell(r["metrics"]), f2(r["timing"].get("train_s")), f2(r["timing"].get("test_s"))] for r in done]
     verdict_class = {"pass": "pass", "fail": "fail"}
     checks = [[c.reference.id, html.escape(c.reference.source), f"<code class='id'>{c.record['run_id']}</code>", f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed),
                f"<span class='{verdict_class.get(c.verdict, 'na')}'>{c.verdict}</span> {html.escape(c.why)}"] for c in comparisons]
@@ -207,7 +216,7 @@ pre{{font-size:11px;background:#fafafa;padding:0.5em}} .id{{white-space:nowrap}}
 <h1>{html.escape(title)}</h1>
 <p>{len(records)} run(s): {len(done)} completed, {len(failed)} not. Log-likelihoods in nats per image (higher is better); IW = importance-weighted bound with K samples.</p>
 <h2>Figures</h2>{imgs or "<p>No completed runs.</p>"}
-<h2>Runs</h2>{table(["overrides", "run", "variant", "method", "test ELBO", "test IW log-lik. ± se", "KL", "K", "train s", "eval s"], runs)}
+<h2>Runs</h2>{table(["overrides", "run", "variant", "method", "test ELBO", "test IW log-lik. ± se", "KL", "K", "AIS log p(x) (IW on its points)", "train s", "eval s"], runs)}
 <h2>Regression checks</h2>{table(["reference", "source", "run", "reference", "measured", "difference", "allowed", "verdict"], checks) if checks else "<p>No record matches a reference in the registry.</p>"}
 <h2>Failed or interrupted runs</h2>{failures}
 <h2>Configurations</h2>{configs}
