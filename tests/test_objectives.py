@@ -135,3 +135,41 @@ def test_score_function_baseline_excludes_the_current_batch():
     expected = ((f - (-5.0)) * log_q).mean(0)  # the baseline from before this batch
     assert torch.allclose(surrogate, expected, atol=1e-5)
     assert module.score_baseline.item() == pytest.approx(0.9 * -5.0 + 0.1 * f.mean().item(), abs=1e-5)
+
+
+def test_iw_monte_carlo_variance_matches_the_spread_of_repeats_on_synthetic_weights():
+    """log w ~ N(0, 1): Var[log mean w] ≈ (e - 1) / K (delta method). The estimate computed from
+    one draw of K weights matches the spread of 4000 independent draws within 20%."""
+    from vibench.objectives import iw_mc_variance
+
+    torch.manual_seed(0)
+    k = 1000
+    log_w = torch.randn(k, 4000, dtype=torch.float64)  # 4000 independent estimates of the same quantity
+    estimates = torch.logsumexp(log_w, 0) - math.log(k)
+    var = iw_mc_variance(torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0), k)
+    empirical = estimates.var().item()
+    assert empirical == pytest.approx((math.e - 1) / k, rel=0.1)  # (e^1 - 1)/K = 0.00172
+    assert var.mean().item() == pytest.approx(empirical, rel=0.2)
+
+
+def test_iw_monte_carlo_error_on_a_poor_q_matches_repeated_evaluations():
+    """Linear-Gaussian model, a deliberately poor q (IW bias 0.05 nats at K = 200, an MNIST VAE's
+    Monte Carlo error regime): the delta-method Monte Carlo error of the mean IW estimate over 50
+    points matches the spread over 100 repeated evaluations within 20% (measured: 0.0343 vs 0.0348).
+    With a much worse q (shift 0.6, scale 1.6) it underestimates by ~45%: heavy-tailed weights make
+    the sample variance of w unreliable, and eval.repeats measures the spread directly."""
+    from tests.linear_gaussian import make_model, perturbed_posterior, sample_data
+    from vibench.evaluation import evaluate_batch, summarize
+
+    model = make_model(dim=6, latent=3, sigma=0.5)
+    x = sample_data(model, 50)
+    guide = perturbed_posterior(model, shift=0.3, scale=1.3)
+    torch.manual_seed(0)
+    means, reported = [], []
+    with torch.no_grad():
+        for _ in range(100):
+            parts = evaluate_batch(model, guide, x, None, 200, 200)
+            means.append(parts["iw_ll"].mean().item())
+            reported.append(summarize({k: v for k, v in parts.items() if k != "z_mean"})["test/iw_ll_mc_stderr"])
+    spread = torch.tensor(means).std().item()
+    assert sum(reported) / len(reported) == pytest.approx(spread, rel=0.2)

@@ -18,7 +18,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from vibench.compiling import CompiledOrEager
-from vibench.objectives import combine_iw_chunks, kl_estimate, log_weights
+from vibench.objectives import combine_iw_chunks, iw_mc_variance, kl_estimate, log_weights
 
 
 def samples_per_chunk(batch: int, latent: int, hidden: Sequence[int], dim: int, budget_mib: float, element_size: int = 4) -> int:
@@ -38,10 +38,12 @@ def _chunks(total: int, size: int) -> Iterator[int]:
         yield min(size, total - start)
 
 
-def chunk_terms(log_px_z: torch.Tensor, log_pz: torch.Tensor, log_qz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def chunk_terms(log_px_z: torch.Tensor, log_pz: torch.Tensor, log_qz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the evaluation keeps of one chunk of S samples, each ``[B]`` from ``[S, B]`` log densities:
-    ``(logsumexp_s log w_s, sum_s log p(x | z_s), sum_s [log q(z_s) - log p(z_s)])``."""
-    return torch.logsumexp(log_weights(log_px_z, log_pz, log_qz), dim=0), log_px_z.sum(dim=0), (log_qz - log_pz).sum(dim=0)
+    ``(logsumexp_s log w_s, sum_s log p(x | z_s), sum_s [log q(z_s) - log p(z_s)], logsumexp_s 2 log w_s)``
+    (the last for the Monte Carlo error, :func:`~vibench.objectives.iw_mc_variance`)."""
+    log_w = log_weights(log_px_z, log_pz, log_qz)
+    return torch.logsumexp(log_w, dim=0), log_px_z.sum(dim=0), (log_qz - log_pz).sum(dim=0), torch.logsumexp(2 * log_w, dim=0)
 
 
 class CompiledChunk:
@@ -87,6 +89,7 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
     Returns a dict of ``[B]`` tensors (and ``z_mean`` ``[B, latent]``):
 
     - ``iw_ll``: the K-sample IW bound ``log (1/K) sum_k w_k`` (Burda et al. 2016, eq. 8);
+    - ``iw_ll_mc_var``: its Monte Carlo variance by the delta method (:func:`~vibench.objectives.iw_mc_variance`);
     - ``recon``: ``E_q[log p(x | z)]`` averaged over the same K samples (distortion, negated);
     - ``kl``: ``KL(q(z|x) || p(z))`` (rate), analytic when available, else over the K samples;
     - ``elbo``: ``recon - kl``;
@@ -98,15 +101,16 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
     q = guide(x, idx)
     prior = model.prior()
     fast = compiled is not None and compiled.supports(q)
-    chunk_lse, recon_sum, kl_mc_sum = [], 0.0, 0.0
+    chunk_lse, chunk_lse2, recon_sum, kl_mc_sum = [], [], 0.0, 0.0
     for size in _chunks(num_samples, chunk):
         if fast:
             eps = torch.randn((size, *q.batch_shape, *q.event_shape), dtype=x.dtype, device=x.device)
-            lse, recon_s, kl_s = compiled(eps, q.base_dist.loc, q.base_dist.scale, x)
+            lse, recon_s, kl_s, lse2 = compiled(eps, q.base_dist.loc, q.base_dist.scale, x)
         else:
             z = q.sample((size,))
-            lse, recon_s, kl_s = chunk_terms(model.likelihood(z).log_prob(x), prior.log_prob(z), q.log_prob(z))
+            lse, recon_s, kl_s, lse2 = chunk_terms(model.likelihood(z).log_prob(x), prior.log_prob(z), q.log_prob(z))
         chunk_lse.append(lse)
+        chunk_lse2.append(lse2)
         recon_sum = recon_sum + recon_s
         kl_mc_sum = kl_mc_sum + kl_s
     recon = recon_sum / num_samples
@@ -114,8 +118,10 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
         kl = kl_estimate(q, prior, analytic=True) if analytic_kl else kl_mc_sum / num_samples
     except NotImplementedError:
         kl = kl_mc_sum / num_samples
+    lse_all, lse2_all = torch.logsumexp(torch.stack(chunk_lse), dim=0), torch.logsumexp(torch.stack(chunk_lse2), dim=0)
     return {
         "iw_ll": combine_iw_chunks(torch.stack(chunk_lse), num_samples),
+        "iw_ll_mc_var": iw_mc_variance(lse_all.double(), lse2_all.double(), num_samples),
         "recon": recon,
         "kl": kl,
         "elbo": recon - kl,
@@ -139,7 +145,9 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
 
     Means of each quantity, the standard error of the mean of ``iw_ll`` and ``elbo`` over
     datapoints (``std / sqrt(N)``: the uncertainty a comparison between runs must allow for), and
-    the number of active units. With ``iw_ll_repeats`` (``[N, R]``, from ``eval.repeats``): each
+    the number of active units; with ``iw_ll_mc_var``, ``iw_ll_mc_stderr``: the Monte Carlo standard
+    error of the mean IW estimate (what re-running the estimator on the same points would change),
+    not to be confused with the standard error over datapoints. With ``iw_ll_repeats`` (``[N, R]``, from ``eval.repeats``): each
     point's ``iw_ll`` is the mean of its R estimates, ``iw_ll_repeats`` lists the R dataset means and
     ``iw_ll_repeat_sd`` is their sample standard deviation (pythae reports IS-200 this way, R = 5).
     """
@@ -151,6 +159,9 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
         means = repeats.mean(dim=0)  # the dataset-level estimate of each repeat, [R]
         out[f"{prefix}/iw_ll_repeats"] = [float(m) for m in means]
         out[f"{prefix}/iw_ll_repeat_sd"] = float(means.std()) if len(means) > 1 else 0.0
+    if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2; a mean of R repeats: / R
+        repeats = per_point["iw_ll_repeats"].shape[1] if "iw_ll_repeats" in per_point else 1
+        out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n / repeats**0.5)
     for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll", "elbo_inner"):
         if key in per_point:
             values = per_point[key].double()
