@@ -159,15 +159,15 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
         means = repeats.mean(dim=0)  # the dataset-level estimate of each repeat, [R]
         out[f"{prefix}/iw_ll_repeats"] = [float(m) for m in means]
         out[f"{prefix}/iw_ll_repeat_sd"] = float(means.std()) if len(means) > 1 else 0.0
-    if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2; a mean of R repeats: / R
-        repeats = per_point["iw_ll_repeats"].shape[1] if "iw_ll_repeats" in per_point else 1
-        out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n / repeats**0.5)
     for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll", "elbo_inner"):
         if key in per_point:
             values = per_point[key].double()
             out[f"{prefix}/{key}"] = float(values.mean())
             if key in ("elbo", "iw_ll") and n > 1:
                 out[f"{prefix}/{key}_stderr"] = float(values.std() / n**0.5)
+    if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2; a mean of R repeats: / R
+        repeats = per_point["iw_ll_repeats"].shape[1] if "iw_ll_repeats" in per_point else 1
+        out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n / repeats**0.5)
     if "z_mean" in per_point:
         out[f"{prefix}/active_units"] = active_units(per_point["z_mean"])
     out[f"{prefix}/n"] = n
