@@ -113,6 +113,23 @@ def test_multirun_with_a_failing_job_finishes_the_others(tmp_path):
     assert sorted(recs) == [0, 2, 3, 4]
     assert [recs[k]["status"] for k in (2, 3, 4)] == ["completed"] * 3
     assert recs[0]["status"] == "failed" and "latent must be an integer >= 1" in recs[0]["error"] and recs[0]["job_num"] == 2
+    # The sweep is a unit: a summary row per job, and its folder or its id selects exactly its records.
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [(j["job"], j["overrides"], j["status"]) for j in summary["jobs"]] == [
+        (0, "latent=2", "completed"), (1, "latent=3", "completed"), (2, "latent=0", "failed"), (3, "latent=4", "completed")]
+    assert "sweep " in r.stdout and "latent=0" in r.stdout and "failed" in r.stdout
+    from vibench.selection import collect_records
+
+    other = dict(recs[2], run_id="unrelated", sweep_id=None, sweep_dir=None)
+    (tmp_path / "runs" / "unrelated.json").write_text(json.dumps(other))
+    assert sorted(r["run_id"] for r in collect_records([str(tmp_path / "sweep")])) == sorted(r["run_id"] for r in recs.values())
+    os.environ["VIBENCH_RESULTS_DIR"] = str(tmp_path / "runs")
+    try:
+        assert len(collect_records([summary["sweep_id"]])) == 4 and len(collect_records([f"sweep-{summary['sweep_id']}"])) == 4
+    finally:
+        del os.environ["VIBENCH_RESULTS_DIR"]
+    check = subprocess.run([sys.executable, "-m", "vibench.check", str(tmp_path / "sweep")], capture_output=True, text=True, env=ENV, timeout=120)
+    assert "4 record(s)" in check.stdout, check.stdout + check.stderr
 
 
 def test_reused_output_folder_never_resumes_another_or_a_finished_run(compose_cfg, tmp_path, capsys):
@@ -150,20 +167,3 @@ def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_pa
     run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false"))
     with pytest.raises(ConfigError, match="different configuration .*latent: 10 -> 3"):
         run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false", "latent=3", f"resume={tmp_path / 'out'}"))
-    # The sweep is a unit: a summary row per job, and its folder or its id selects exactly its records.
-    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
-    assert [(j["job"], j["overrides"], j["status"]) for j in summary["jobs"]] == [
-        (0, "latent=2", "completed"), (1, "latent=3", "completed"), (2, "latent=0", "failed"), (3, "latent=4", "completed")]
-    assert "sweep " in r.stdout and "latent=0" in r.stdout and "failed" in r.stdout
-    from vibench.selection import collect_records
-
-    other = dict(recs[2], run_id="unrelated", sweep_id=None, sweep_dir=None)
-    (tmp_path / "runs" / "unrelated.json").write_text(json.dumps(other))
-    assert sorted(r["run_id"] for r in collect_records([str(tmp_path / "sweep")])) == sorted(r["run_id"] for r in recs.values())
-    os.environ["VIBENCH_RESULTS_DIR"] = str(tmp_path / "runs")
-    try:
-        assert len(collect_records([summary["sweep_id"]])) == 4 and len(collect_records([f"sweep-{summary['sweep_id']}"])) == 4
-    finally:
-        del os.environ["VIBENCH_RESULTS_DIR"]
-    check = subprocess.run([sys.executable, "-m", "vibench.check", str(tmp_path / "sweep")], capture_output=True, text=True, env=ENV, timeout=120)
-    assert "4 record(s)" in check.stdout, check.stdout + check.stderr
