@@ -160,6 +160,20 @@ def test_reused_output_folder_never_resumes_another_or_a_finished_run(compose_cf
     assert third["timing"]["train_s"] > 0.3 * second["timing"]["train_s"]  # it trained: a resumed finished run takes ~0.002 s
 
 
+def test_explicit_resume_continues_a_finished_run_for_longer_without_early_stopping(compose_cfg, tmp_path):
+    """resume=PATH may lengthen a finished run and change its early-stopping patience (continuing an
+    early-stopped anchor run through its remaining learning-rate decays): it trains on from epoch 1 to 3."""
+    from vibench.run import run
+
+    common = ("iw_samples=20", "logger=none", "images=false", "dataset.batch_size=100")
+    run(compose_cfg("trainer.max_epochs=1", "early_stopping.patience=5", *common, f"results_dir={tmp_path / 'first'}"))
+    first = json.loads(next((tmp_path / "first").glob("*.json")).read_text())
+    run(compose_cfg("trainer.max_epochs=3", "early_stopping.patience=null", *common, f"resume={tmp_path / 'out'}", f"output_dir={tmp_path / 'longer'}", f"results_dir={tmp_path / 'second'}"))
+    second = json.loads(next((tmp_path / "second").glob("*.json")).read_text())
+    assert second["resumed_from"] and second["epochs"] == 3
+    assert second["global_step"] == 3 * first["global_step"]
+
+
 def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_path):
     from vibench.errors import ConfigError
     from vibench.run import run

@@ -26,8 +26,9 @@ NOT_RESULT_KEYS = (
     "checkpoint.every_n_epochs", "checkpoint.every_n_steps",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.default_root_dir",
 )
-# Differences an explicit resume=PATH may have: continuing a finished run for longer.
-LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+# Differences an explicit resume=PATH may have: continuing a finished run for longer, or an
+# early-stopped one with a longer patience (or none).
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "early_stopping.patience")
 
 
 def result_config(resolved: dict[str, Any]) -> dict[str, Any]:
