@@ -115,7 +115,7 @@ def test_steps_per_call_changes_the_speed_not_the_numbers(compose_cfg, tmp_path)
 
 
 def test_max_steps_is_not_overshot_by_grouped_steps(compose_cfg, tmp_path):
-    run(compose_cfg("train.steps_per_call=10", "+trainer.max_steps=7", "iw_samples=10", "logger=none", "images=false", "dataset.test_subset=20"))
+    run(compose_cfg("train.steps_per_call=10", "trainer.max_steps=7", "iw_samples=10", "logger=none", "images=false", "dataset.test_subset=20"))
     assert only_record(tmp_path / "runs")["global_step"] == 7
 
 

@@ -306,7 +306,7 @@ def startup_latency(device: str) -> float:
     """Seconds from launching ``python -m vibench +experiment=aevb_mnist`` to its first training step."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        r = subprocess.run([sys.executable, "-m", "vibench", "+experiment=aevb_mnist", "+trainer.max_steps=1", "iw_samples=1", "dataset.test_subset=10",
+        r = subprocess.run([sys.executable, "-m", "vibench", "+experiment=aevb_mnist", "trainer.max_steps=1", "iw_samples=1", "dataset.test_subset=10",
                             "logger=none", "images=false", f"trainer.accelerator={device}", f"hydra.run.dir={tmp}/out", f"results_dir={tmp}/runs"], capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(r.stderr[-2000:])
