@@ -165,3 +165,29 @@ def test_evaluate_a_checkpoint_without_training(compose_cfg, tmp_path):
     assert rec["evaluated_checkpoint"]["select"] == "given" and rec["epochs"] == 2 and rec["timing"]["train_s"] == 0
     # the same model, tested again with fresh samples: equal up to Monte Carlo error
     assert rec["metrics"]["test/iw_ll"] == pytest.approx(first["metrics"]["test/iw_ll"], abs=0.05)
+
+
+def test_every_record_has_a_per_point_sidecar_naming_its_test_points(compose_cfg, tmp_path):
+    """The sidecar holds each test point once, by its row in the full test split, with the values
+    whose means the record reports; a random test subset names its own rows and hashes differently."""
+    import numpy as np
+
+    from vibench import points
+
+    common = ("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false", "eval.repeats=2")
+    run(compose_cfg(*common, f"results_dir={tmp_path / 'full'}"))
+    rec = only_record(tmp_path / "full")
+    rec["_path"] = str(next((tmp_path / "full").glob("*.json")))
+    values = points.read(rec)
+    assert (tmp_path / "out" / rec["per_point"]["file"]).is_file()  # also beside the job folder's record.json
+    assert np.array_equal(values["index"], np.arange(250)) and rec["per_point"]["n"] == 250
+    for key in ("iw_ll", "elbo", "kl", "recon"):
+        assert values[key].mean() == pytest.approx(rec["metrics"][f"test/{key}"], abs=1e-9), key
+    assert np.sqrt(values["iw_ll_mc_var"].sum()) / 250 == pytest.approx(rec["metrics"]["test/iw_ll_mc_stderr"], rel=1e-9)
+
+    run(compose_cfg(*common, "dataset.test_subset=50", "latent=3", f"results_dir={tmp_path / 'subset'}", f"output_dir={tmp_path / 'out2'}"))
+    sub = only_record(tmp_path / "subset")
+    sub["_path"] = str(next((tmp_path / "subset").glob("*.json")))
+    rows = points.read(sub)["index"]
+    assert len(np.unique(rows)) == 50 and rows.max() < 250 and not np.array_equal(rows, np.arange(50))
+    assert sub["per_point"]["test_index_hash"] != rec["per_point"]["test_index_hash"]

@@ -85,6 +85,7 @@ class AmortizedVI(L.LightningModule):
         self._compiled_chunk: CompiledChunk | None = None
         self.register_buffer("score_baseline", torch.zeros(()))  # running mean for the score-function estimator at L = 1
         self.test_summary: dict[str, float] = {}
+        self.test_points: dict[str, torch.Tensor] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
         self._window = self._epoch = None
@@ -311,8 +312,8 @@ class AmortizedVI(L.LightningModule):
             ids = per_point["idx"][order]
             first = torch.cat([torch.ones(1, dtype=torch.bool, device=ids.device), ids[1:] != ids[:-1]])
             per_point = {k: v[order[first]] for k, v in per_point.items()}
-        per_point = {k: v.cpu() for k, v in per_point.items() if k != "idx"}
-        self.test_summary = summarize(per_point, "test")
+        self.test_points = {k: v.cpu() for k, v in per_point.items() if k != "z_mean"}  # for the per-point sidecar
+        self.test_summary = summarize({k: v.cpu() for k, v in per_point.items() if k != "idx"}, "test")
         self.log_to_loggers({k: float(v) for k, v in self.test_summary.items() if not isinstance(v, list)})
 
     def configure_optimizers(self):

@@ -89,11 +89,18 @@ class IndexBatches:
         self._skip = int(state.get("consumed", 0))
 
 
+def subset_rows(length: int, n: int | None, seed: int) -> torch.Tensor:
+    """The rows :func:`random_subset` keeps of a split of ``length`` rows (all of them, in order, without ``n``)."""
+    if n is None or n >= length:
+        return torch.arange(length)
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:n]
+
+
 def random_subset(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
     """``n`` rows of ``x`` drawn at random with ``seed`` (never the first n: files may be sorted by class)."""
     if n is None or n >= len(x):
         return x
-    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+    return x[subset_rows(len(x), n, seed)]
 
 
 class DataModule(L.LightningDataModule):
@@ -123,12 +130,15 @@ class DataModule(L.LightningDataModule):
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         self.subset_seed, self.shuffle_seed = subset_seed, shuffle_seed
         self.splits: Splits | None = None
+        self.test_rows: torch.Tensor | None = None
         self._train_batches: IndexBatches | None = None
 
     def load(self) -> Splits:
         """Load and check the data (idempotent). Raises :class:`DataError` on unsuitable data."""
         if self.splits is None:
             splits = self.source()
+            # the test rows' positions in the full split: per-point results name points by them
+            self.test_rows = subset_rows(len(splits.test), self.subsets["test"], self.subset_seed + 2)
             for i, split in enumerate(("train", "val", "test")):
                 x = random_subset(getattr(splits, split), self.subsets[split], self.subset_seed + i)
                 self._check(split, x, splits.dynamic and split == "train")

@@ -1,0 +1,107 @@
+"""Paired and unpaired differences between runs, and ``python -m vibench.compare``, against known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vibench import points
+from vibench.compare import main as compare_main
+from vibench.paired import paired_difference, seed_interval, unpaired_difference
+
+
+def standardized(rng, n):
+    e = rng.standard_normal(n)
+    return (e - e.mean()) / e.std(ddof=1)
+
+
+def test_paired_difference_recovers_a_known_shift_and_its_standard_error():
+    """a_i = b_i + 0.3 + 0.2 e_i with mean(e) = 0 and sd(e) = 1 exactly: the difference is 0.3 and
+    its standard error 0.2 / sqrt(N), however large the spread of b between points (sd 10 here)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    b = -100 + 10 * rng.standard_normal(n)
+    a = b + 0.3 + 0.2 * standardized(rng, n)
+    d = paired_difference(a, b, np.full(n, 0.01), np.full(n, 0.03))
+    assert d.difference == pytest.approx(0.3, abs=1e-12)
+    assert d.stderr == pytest.approx(0.2 / math.sqrt(n), rel=1e-12)
+    assert (d.low, d.high) == pytest.approx((0.3 - 1.959964 * 0.01, 0.3 + 1.959964 * 0.01), abs=1e-6)
+    assert d.mc_stderr == pytest.approx(math.sqrt(n * 0.04) / n)
+    unpaired = unpaired_difference(a, b)  # the between-point spread swamps the shift when not paired
+    assert unpaired.stderr > 40 * d.stderr
+
+
+def test_paired_interval_covers_the_true_difference_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(2000):
+        b = rng.standard_normal(200) * 5
+        a = b + 0.1 + rng.standard_normal(200) * 0.5
+        d = paired_difference(a, b)
+        hits += d.low <= 0.1 <= d.high
+    assert 0.93 <= hits / 2000 <= 0.97
+
+
+def test_seed_intervals_paired_by_seed_and_welch():
+    d = seed_interval({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert d.kind == "paired seeds" and d.difference == pytest.approx(2.0)
+    half = 4.302653 * 1 / math.sqrt(3)  # t(0.975, 2 df) * sd / sqrt(n)
+    assert (d.low, d.high) == pytest.approx((2 - half, 2 + half), abs=1e-5)
+    w = seed_interval({0: 1.0, 1: 3.0}, {5: 0.0, 6: 2.0, 7: 4.0})
+    # equal-variance-free Welch: se^2 = 2/2 + 4/3, df = (7/3)^2 / (1 + (4/3)^2/2)
+    se = math.sqrt(1 + 4 / 3)
+    assert w.kind == "Welch seeds" and w.difference == pytest.approx(0.0) and w.stderr == pytest.approx(se)
+    assert seed_interval({0: 1.0}, {0: 2.0}) is None
+
+
+def fake_run(folder, run_id, index, iw_ll, seed=0, latent=2, variant="v"):
+    """A record and its per-point sidecar, as a run writes them."""
+    values = {"index": np.asarray(index), "iw_ll": np.asarray(iw_ll, dtype=np.float64), "iw_ll_mc_var": np.full(len(index), 1e-4)}
+    info = points.write(values, [folder], run_id, variant)
+    rec = {"run_id": run_id, "status": "completed", "created": run_id, "config": {"seed": seed, "latent": latent}, "metrics": {"test/iw_ll": float(np.mean(iw_ll))}, "per_point": info}
+    (folder / f"{run_id}.json").write_text(json.dumps(rec))
+
+
+def test_compare_recovers_known_differences_per_configuration_and_across_seeds(tmp_path, capsys):
+    """Side A is better than B by 0.5 nats at latent 2 and 1.0 at latent 5, on the same 300 points,
+    three seeds each: compare pairs them point by point and gives the across-seed interval."""
+    rng = np.random.default_rng(2)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    index = np.arange(300)
+    for latent, shift in ((2, 0.5), (5, 1.0)):
+        for seed in range(3):
+            base = -100 + 8 * rng.standard_normal(300)
+            fake_run(tmp_path / "b", f"b{latent}{seed}", index, base, seed, latent)
+            fake_run(tmp_path / "a", f"a{latent}{seed}", index, base + shift + 0.1 * seed + 0.05 * standardized(rng, 300), seed, latent)
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    per_seed = {(r["configuration"], r["seed"]): r for r in rows}
+    assert per_seed[("latent=2", 1)]["difference"] == pytest.approx(0.6, abs=1e-9)
+    assert per_seed[("latent=2", 1)]["stderr"] == pytest.approx(0.05 / math.sqrt(300), rel=1e-9)
+    assert per_seed[("latent=5", 0)]["kind"] == "paired points"
+    across = per_seed[("latent=5", "3 vs 3 seeds")]
+    assert across["kind"] == "paired seeds" and across["difference"] == pytest.approx(1.1, abs=1e-9)
+    assert across["low"] < 1.1 < across["high"]
+
+
+def test_compare_on_different_points_says_so_and_does_not_pair(tmp_path, capsys):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    fake_run(tmp_path / "a", "a", np.arange(100), np.full(100, -90.0) + np.linspace(-1, 1, 100))
+    fake_run(tmp_path / "b", "b", np.arange(100, 200), np.full(100, -91.0) + np.linspace(-1, 1, 100))
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--json", "-"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["kind"] == "unpaired points" and "different test points" in row["note"]
+    assert row["difference"] == pytest.approx(1.0)
+
+
+def test_compare_refuses_sweeps_with_no_common_configuration(tmp_path, capsys):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for latent in (2, 5):
+        fake_run(tmp_path / "a", f"a{latent}", np.arange(10), np.zeros(10), latent=latent)
+    for latent in (3, 4):
+        fake_run(tmp_path / "b", f"b{latent}", np.arange(10), np.zeros(10), latent=latent)
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "no configuration of A matches" in capsys.readouterr().err

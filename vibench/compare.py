@@ -1,0 +1,155 @@
+"""``python -m vibench.compare A B``: how much better is A than B, and how sure are we.
+
+A and B are each a record, a folder of records, a multirun folder or a sweep id. Their records
+are grouped by configuration: the settings that vary within A or within B, except the seed (a
+sweep over ``latent=2,5`` gives one group per latent size). Groups with equal values are matched;
+a side with a single configuration is matched with every group of the other. For each matched
+pair and each seed both ran, the difference of the test metric (``--metric``, default ``iw_ll``)
+is paired point by point when both runs were evaluated on the same test points (same
+``per_point.test_index_hash``), else unpaired, and says so. With several seeds, an interval on
+the seed means follows (:mod:`vibench.paired`). Exit codes: 0 compared; 2 bad input or nothing
+to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vibench import points
+from vibench.errors import VibenchError
+from vibench.paired import paired_difference, seed_interval, unpaired_difference
+from vibench.resume import result_config
+from vibench.selection import collect_records
+
+IGNORED = ("seed",)
+
+
+def varying_keys(records: list[dict]) -> set[str]:
+    """Result-changing settings (:func:`~vibench.resume.result_config`) with more than one value among ``records``, but the seed."""
+    flats = [result_config(r.get("config") or {}) for r in records]
+    keys = set().union(*flats) if flats else set()
+    return {k for k in keys if k not in IGNORED and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
+
+
+def groups(records: list[dict], keys: list[str]) -> dict[tuple, dict[int, dict]]:
+    """``{(value of each key): {seed: record}}``; of two records of one seed, the later one."""
+    out: dict[tuple, dict[int, dict]] = {}
+    for rec in sorted(records, key=lambda r: r.get("created", "")):
+        flat = result_config(rec.get("config") or {})
+        out.setdefault(tuple(flat.get(k) for k in keys), {})[flat.get("seed")] = rec
+    return out
+
+
+def compare_runs(a: dict, b: dict, metric: str) -> dict:
+    """One seed's comparison of two records: paired on the same points, else unpaired."""
+    pa, pb = points.read(a), points.read(b)
+    row = {"a": a["metrics"].get(f"test/{metric}"), "b": b["metrics"].get(f"test/{metric}"), "a_run": a["run_id"], "b_run": b["run_id"]}
+    if pa is None or pb is None or metric not in pa or metric not in pb:
+        missing = [r["run_id"] for r, p in ((a, pa), (b, pb)) if p is None or metric not in p]
+        return {**row, "note": f"no per-point file for {', '.join(missing)}: no interval"}
+    same = a["per_point"]["test_index_hash"] == b["per_point"]["test_index_hash"]
+    if same:
+        diff = paired_difference(pa[metric], pb[metric], pa.get(f"{metric}_mc_var"), pb.get(f"{metric}_mc_var"))
+        return {**row, **diff.as_dict()}
+    return {**row, **unpaired_difference(pa[metric], pb[metric]).as_dict(), "note": "different test points: unpaired"}
+
+
+def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> list[dict]:
+    """Rows of comparisons: per matched configuration, one per shared seed, then one across seeds."""
+    side_a = [r for r in side_a if r.get("status") == "completed" and r.get("metrics")]
+    side_b = [r for r in side_b if r.get("status") == "completed" and r.get("metrics")]
+    if not side_a or not side_b:
+        raise VibenchError("each side needs at least one completed run record.")
+    keys = sorted(varying_keys(side_a) | varying_keys(side_b))
+    ga, gb = groups(side_a, keys), groups(side_b, keys)
+    if len(ga) == 1 or len(gb) == 1:
+        pairs = [(ka, kb) for ka in ga for kb in gb]
+    else:
+        pairs = [(k, k) for k in ga if k in gb]
+    if not pairs:
+        raise VibenchError(f"no configuration of A matches one of B on {', '.join(keys)}: compare sweeps over the same values.")
+    rows = []
+    for ka, kb in pairs:
+        label = ", ".join(f"{k}={v}" for k, v, w in zip(keys, ka, kb) if v == w) or "all"
+        if ka != kb:
+            label = ", ".join(f"{k}={v}/{w}" for k, v, w in zip(keys, ka, kb))
+        a, b = ga[ka], gb[kb]
+        for seed in sorted(set(a) & set(b), key=str):
+            rows.append({"configuration": label, "seed": seed, **compare_runs(a[seed], b[seed], metric)})
+        across = seed_interval({s: r["metrics"][f"test/{metric}"] for s, r in a.items()}, {s: r["metrics"][f"test/{metric}"] for s, r in b.items()})
+        if across is not None:
+            rows.append({"configuration": label, "seed": f"{len(a)} vs {len(b)} seeds", "a": sum(r["metrics"][f"test/{metric}"] for r in a.values()) / len(a),
+                         "b": sum(r["metrics"][f"test/{metric}"] for r in b.values()) / len(b), **across.as_dict()})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vibench.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="A: a record, a folder of records, a multirun folder or a sweep id")
+    parser.add_argument("b", help="B: the same, compared with A (differences are A - B)")
+    parser.add_argument("--metric", default="iw_ll", choices=("iw_ll", "elbo"), help="the per-point test metric (default iw_ll)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH ('-': print JSON instead of the table)")
+    parser.add_argument("--plot", metavar="PATH", help="a figure of the differences with their 95%% intervals (PNG)")
+    args = parser.parse_args(argv)
+    from vibench.report_console import print_error
+
+    try:
+        rows = compare(collect_records([args.a]), collect_records([args.b]), args.metric)
+    except VibenchError as e:
+        print_error(str(e))
+        return 2
+    if args.json == "-":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print_table(rows, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    if args.plot:
+        difference_plot(rows, args.metric, f"A − B: {args.a} − {args.b}", args.plot)
+    return 0
+
+
+def print_table(rows: list[dict], args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(x, d=3):
+        return "" if x is None else f"{x:.{d}f}"
+
+    table = Table(title=f"vibench compare: A = {args.a}, B = {args.b}, test/{args.metric} (nats; A − B > 0: A is better)")
+    for col in ("configuration", "seed", "A", "B", "A − B", "se", "95% interval", "MC se", "how", "n"):
+        table.add_column(col, justify="left" if col in ("configuration", "seed", "how") else "right")
+    for r in rows:
+        interval = f"[{f(r['low'])}, {f(r['high'])}]" if "low" in r else ""
+        how = r.get("kind", "") + (f" ({r['note']})" if r.get("note") else "")
+        table.add_row(r["configuration"], str(r["seed"]), f(r["a"]), f(r["b"]), f(r.get("difference")), f(r.get("stderr")), interval, f(r.get("mc_stderr")), how, str(r.get("n", "")))
+    Console(width=None if Console().is_terminal else 200).print(table)
+
+
+def difference_plot(rows: list[dict], metric: str, title: str, path: str) -> None:
+    """A − B per configuration with its 95% interval: across seeds where there are several, else per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if "low" in r and (r["kind"].endswith("seeds") or not any(o["configuration"] == r["configuration"] and o.get("kind", "").endswith("seeds") for o in rows))]
+    labels = [f"{r['configuration']}" + ("" if r["kind"].endswith("seeds") else f" (seed {r['seed']})") for r in shown]
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(shown) + 1.4))
+    y = range(len(shown))
+    diffs = [r["difference"] for r in shown]
+    ax.errorbar(diffs, y, xerr=[[d - r["low"] for d, r in zip(diffs, shown)], [r["high"] - d for d, r in zip(diffs, shown)]], fmt="o", capsize=3)
+    ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_yticks(list(y), labels)
+    ax.set_xlabel(f"difference in test/{metric} (nats), 95% interval")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
