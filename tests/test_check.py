@@ -11,7 +11,7 @@ from vibench.check import main as check_main
 from vibench.references import Reference, check, compare, load_references
 from tests.conftest import REPO
 
-REF = Reference(id="toy", source="a test", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=1.0, min_epochs=10,
+REF = Reference(id="toy", source="a test", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=1.0, min_epochs=10, noise="stderr",
                 match={"variant": "static_binarized_mnist", "latent": 20, "iw_samples": 5000})
 
 
@@ -48,6 +48,40 @@ def test_deterministic_baseline_allows_no_noise():
     base = Reference(id="b", source="s", kind="baseline", metric="test/iw_ll", value=-90.0, tolerance=0.5, noise="none", match={"latent": 20})
     assert compare(base, record(-90.4)).verdict == "pass"
     assert compare(base, record(-90.6, stderr=5.0)).verdict == "fail"  # a large stderr does not excuse it
+
+
+def test_noise_models_monte_carlo_and_seeds():
+    """mc: 2 Monte Carlo standard errors; seeds: runs differing only in their seed are averaged and
+    allowed 2 sd sqrt(1 + 1/n); one seed alone gets the bare tolerance. The table names the noise."""
+    mc_ref = Reference(id="m", source="s", kind="baseline", metric="test/iw_ll", value=-90.0, tolerance=0.0, noise="mc", match={"latent": 20})
+    rec = record(-90.05)
+    rec["metrics"]["test/iw_ll_mc_stderr"] = 0.03
+    c = compare(mc_ref, rec)
+    assert c.allowed == pytest.approx(0.06) and c.verdict == "pass" and "Monte Carlo" in c.noise
+    rec["metrics"]["test/iw_ll"] = -90.07
+    assert compare(mc_ref, rec).verdict == "fail"  # the 5-nat stderr over points does not excuse it: 0.07 > 2 x 0.03
+
+    seeds_ref = Reference(id="s", source="s", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=0.1, match={"latent": 20})
+    runs = []
+    for seed, value in enumerate((-90.5, -90.3, -90.1)):
+        r = record(value, run_id=f"seed{seed}")
+        r["config"] = {**r["config"], "seed": seed}
+        runs.append(r)
+    (row,) = check(runs, [seeds_ref])[0]
+    sd = 0.2  # of -90.5, -90.3, -90.1
+    assert row.runs == ("seed0", "seed1", "seed2") and row.measured == pytest.approx(-90.3) and row.stderr == pytest.approx(sd)
+    assert row.allowed == pytest.approx(0.1 + 2 * sd * math.sqrt(1 + 1 / 3)) and row.verdict == "pass" and "3 seeds" in row.noise  # a paper: one draw
+    (alone,) = check(runs[:1], [seeds_ref])[0]  # one seed: tolerance only
+    assert alone.allowed == pytest.approx(0.1) and alone.verdict == "fail" and "1 seed" in alone.noise
+    other = record(-95.0, run_id="latent 20, other lr")
+    other["config"] = {**other["config"], "seed": 3, "lr": 0.5}
+    rows, _ = check([*runs, other], [seeds_ref])  # another configuration is its own group
+    assert sorted(len(r.runs) for r in rows) == [0, 3]
+    of_means = Reference(**{**seeds_ref.__dict__, "seeds": 3, "min_seeds": 2})  # a baseline that is itself a 3-seed mean
+    (row,) = check(runs, [of_means])[0]
+    assert row.allowed == pytest.approx(0.1 + 2 * sd * math.sqrt(1 / 3 + 1 / 3))
+    (alone,) = check(runs[:1], [of_means])[0]
+    assert alone.verdict == "not comparable" and "at least 2" in alone.why
 
 
 def test_check_command_exit_codes(tmp_path, capsys):

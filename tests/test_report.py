@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
+
 from vibench.report import build_figures, main, point
 from tests.test_check import record
 
@@ -85,3 +87,20 @@ def test_report_shows_ais_beside_iw():
     assert ais_cell({"ais/log_px": -90.0, "ais/iw_ll": -90.4}) == "-90.00 (-90.40)"
     assert ais_cell({"gap/log_px_ais": -88.0, "gap/log_px_iw": -88.3}) == "-88.00 (-88.30, gap points)"
     assert ais_cell({}) == ""
+
+
+def test_seed_summary_gives_mean_and_sd_across_seeds_per_configuration():
+    """Records differing only in seed (and the seed-derived dataset seeds) form one row; another
+    latent size is another row; a configuration with one seed has no row."""
+    from vibench.seeds import seed_summary
+
+    def rec(latent, seed, iw):
+        return {"run_id": f"{latent}-{seed}", "status": "completed", "overrides": [f"latent={latent}", f"seed={seed}"],
+                "config": {"latent": latent, "seed": seed, "dataset": {"shuffle_seed": seed, "subset_seed": seed}},
+                "metrics": {"test/iw_ll": iw, "test/elbo": iw - 1}}
+
+    rows = seed_summary([rec(2, 0, -100.0), rec(2, 1, -102.0), rec(2, 2, -104.0), rec(5, 0, -90.0), rec(5, 1, -91.0), rec(9, 0, -80.0)])
+    by = {r["label"]: r for r in rows}
+    assert set(by) == {"latent=2", "latent=5"}
+    assert by["latent=2"]["test/iw_ll"] == pytest.approx(-102.0) and by["latent=2"]["test/iw_ll_sd"] == pytest.approx(2.0) and by["latent=2"]["n"] == 3
+    assert by["latent=5"]["test/elbo"] == pytest.approx(-91.5) and by["latent=5"]["test/elbo_sd"] == pytest.approx(0.5**0.5)

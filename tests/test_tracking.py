@@ -65,3 +65,20 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
     assert curves_main([str(tmp_path / "out"), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "curve.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c" / "curve.csv").read_text().startswith("epoch,step,val/elbo")
+
+
+def test_runs_differing_only_in_seed_share_a_wandb_job_type(compose_cfg, tmp_path):
+    """W&B's job_type (and the record's config_group) is the configuration without its seed:
+    seeds 0 and 1 share it, so W&B's grouping averages them; another latent size does not."""
+    import json
+
+    from vibench.run import run
+
+    groups = {}
+    for tag, overrides in {"s0": ("seed=0",), "s1": ("seed=1",), "z3": ("seed=0", "latent=3")}.items():
+        run(compose_cfg("trainer.max_epochs=1", "iw_samples=10", "images=false", "dataset.test_subset=20", *overrides,
+                        f"output_dir={tmp_path / tag}", f"results_dir={tmp_path / 'runs' / tag}"))
+        rec = json.loads(next((tmp_path / "runs" / tag).glob("*.json")).read_text())
+        assert rec["tracking"]["kind"] == "wandb" and rec["tracking"]["job_type"] == rec["config_group"]
+        groups[tag] = rec["config_group"]
+    assert groups["s0"] == groups["s1"] != groups["z3"]

@@ -56,12 +56,13 @@ def print_table(rows, unmatched, n_records: int) -> None:
 
     colours = {"pass": "green", "fail": "bold red", "not comparable": "yellow"}
     table = Table(title=f"vibench check: {n_records} record(s), {len(rows)} comparison(s)")
-    for col in ("reference", "run", "metric", "reference value", "measured ± se", "difference", "allowed", "verdict"):
+    for col in ("reference", "run", "metric", "reference value", "measured ± se", "difference", "allowed", "noise allowed for", "verdict"):
         table.add_column(col, justify="right" if col in ("reference value", "measured ± se", "difference", "allowed") else "left")
     for r in rows:
-        measured = f"{fmt(r.measured)} ± {fmt(r.stderr)}" if r.stderr is not None else fmt(r.measured)
+        sign = "± sd" if r.runs else "±"
+        measured = f"{fmt(r.measured)} {sign} {fmt(r.stderr, 3)}" if r.stderr is not None else fmt(r.measured)
         verdict = f"[{colours.get(r.verdict, 'white')}]{r.verdict}[/]" + (f" ({r.why})" if r.why else "")
-        table.add_row(r.reference.id, r.record.get("run_id", "?"), r.reference.metric, fmt(r.reference.value), measured, fmt(r.difference), fmt(r.allowed), verdict)
+        table.add_row(r.reference.id, r.run_label, r.reference.metric, fmt(r.reference.value), measured, fmt(r.difference), fmt(r.allowed), r.noise, verdict)
     console = Console(width=None if Console().is_terminal else 200)
     console.print(table)
     if unmatched:

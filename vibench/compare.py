@@ -24,14 +24,18 @@ from vibench.paired import paired_difference, seed_interval, unpaired_difference
 from vibench.resume import result_config
 from vibench.selection import collect_records
 
-IGNORED = ("seed",)
+
+def ignored(key: str) -> bool:
+    """The seed and the settings that default to it (``dataset.shuffle_seed``, ``dataset.subset_seed``)."""
+    return key == "seed" or key.endswith("_seed")
+
 
 
 def varying_keys(records: list[dict]) -> set[str]:
     """Result-changing settings (:func:`~vibench.resume.result_config`) with more than one value among ``records``, but the seed."""
     flats = [result_config(r.get("config") or {}) for r in records]
     keys = set().union(*flats) if flats else set()
-    return {k for k in keys if k not in IGNORED and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
+    return {k for k in keys if not ignored(k) and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
 
 
 def groups(records: list[dict], keys: list[str]) -> dict[tuple, dict[int, dict]]:

@@ -7,9 +7,21 @@ entry's ``min_epochs``, is not comparable: references are matched by their keys,
 
 Verdicts, for a log-likelihood-like metric where higher is better:
 
-- ``pass``: measured >= value - tolerance - allowance, where the allowance for estimator noise
-  is ``2 * stderr`` (the standard error of the record's mean over test points) when the entry says
-  ``noise: stderr``, and 0 for deterministic baselines (``noise: none``);
+- ``pass``: measured >= value - tolerance - allowance, where the allowance is for the noise the
+  entry names (``noise``), and the table says which one it used:
+
+  - ``seeds`` (the default; paper anchors): the spread across training seeds. Records matching the
+    entry that differ only in their seed are grouped; with n >= 2 of them the group's mean is
+    compared, with allowance ``2 sd sqrt(1/n + 1/m)`` (sd across the seeds; the reference is the
+    mean of the entry's ``seeds`` = m draws, one for a paper). A single seed gets the bare
+    tolerance, which must then cover seed-to-seed variation; an entry with ``min_seeds`` compares
+    only groups of at least that many seeds.
+  - ``mc``: the Monte Carlo error of the estimate, ``2 * <metric>_mc_stderr`` (deterministic
+    project baselines: the same seed and data give the same model, and only the estimator's own
+    noise, if any, remains).
+  - ``stderr``: twice the standard error over test points (what another test sample would
+    change; for a reference measured on other points).
+  - ``none``: the bare tolerance.
 - ``fail``: below that: a regression;
 - ``not comparable``: keys differ, too short, metric missing, or the run did not complete;
 - ``qualitative``: the source gives curves only; listed, never compared.
@@ -25,6 +37,7 @@ import yaml
 
 from vibench.errors import VibenchError
 
+NOISES = ("seeds", "mc", "stderr", "none")
 MATCH_KEYS = ("variant", "method", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size",
               "scheduler", "select", "init", "lr", "adam_eps", "eval_repeats")
 
@@ -42,7 +55,9 @@ class Reference:
     # a run stopped early on val/elbo (checkpoint.select=best) is comparable before min_epochs
     # when its patience was at least this (its best epoch was then unbeaten for that long); null: never
     early_stop_patience: int | None = None
-    noise: str = "stderr"  # stderr | none
+    noise: str = "seeds"  # seeds | mc | stderr | none (the module docstring)
+    seeds: int = 1  # how many seeds the reference value is the mean of (noise: seeds)
+    min_seeds: int = 1  # noise: seeds: compare only the mean of at least this many seeds
     reported: str = ""
     command: str = ""
 
@@ -63,8 +78,8 @@ def load_references(path: str | Path) -> list[Reference]:
             ref = Reference(**entry)
         except TypeError as e:
             raise VibenchError(f"{where}: {e}") from None
-        if ref.kind not in ("paper", "baseline", "qualitative") or ref.noise not in ("stderr", "none"):
-            raise VibenchError(f"{where}: kind must be paper, baseline or qualitative and noise stderr or none")
+        if ref.kind not in ("paper", "baseline", "qualitative") or ref.noise not in NOISES:
+            raise VibenchError(f"{where}: kind must be paper, baseline or qualitative and noise one of {', '.join(NOISES)}")
         if ref.kind != "qualitative" and ref.value is None:
             raise VibenchError(f"{where}: a {ref.kind} entry needs a value")
         refs.append(ref)
@@ -127,14 +142,20 @@ class Comparison:
     allowed: float | None = None
     why: str = ""
     matched: bool = True  # False: the record's keys differ from the reference's; never meant to be compared
+    noise: str = ""  # which noise the allowance is for, in words
+    runs: tuple[str, ...] = ()  # a seed group: its runs (``measured`` is their mean, ``stderr`` their sd)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference.id, "source": self.reference.source, "kind": self.reference.kind, "metric": self.reference.metric,
             "value": self.reference.value, "tolerance": self.reference.tolerance, "run_id": self.record.get("run_id"),
             "measured": self.measured, "stderr": self.stderr, "difference": self.difference, "allowed": self.allowed,
-            "verdict": self.verdict, "why": self.why,
+            "verdict": self.verdict, "why": self.why, "noise": self.noise, "runs": list(self.runs) or [self.record.get("run_id")],
         }
+
+    @property
+    def run_label(self) -> str:
+        return f"{len(self.runs)} seeds: {', '.join(self.runs)}" if self.runs else str(self.record.get("run_id", "?"))
 
 
 def stopped_early_enough(ref: Reference, record: dict[str, Any]) -> bool:
@@ -163,10 +184,55 @@ def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
         return Comparison(ref, record, "not comparable", why=f"the record has no {ref.metric}")
     measured = float(metrics[ref.metric])
     stderr = metrics.get(f"{ref.metric}_stderr")
-    allowed = ref.tolerance + (2 * float(stderr) if ref.noise == "stderr" and stderr is not None else 0.0)
+    mc = metrics.get(f"{ref.metric}_mc_stderr")
+    if ref.noise == "stderr" and stderr is not None:
+        allowance, noise = 2 * float(stderr), f"test points: 2 × {float(stderr):.3f}"
+    elif ref.noise == "mc" and mc is not None:
+        allowance, noise, stderr = 2 * float(mc), f"Monte Carlo: 2 × {float(mc):.4f}", mc
+    elif ref.noise == "seeds":
+        allowance, noise = 0.0, "1 seed: tolerance only"
+    elif ref.noise == "mc":
+        allowance, noise = 0.0, f"Monte Carlo: no {ref.metric}_mc_stderr (an exact-given-samples estimate), tolerance only"
+    else:
+        allowance, noise = 0.0, "none: tolerance only"
+    return _verdict(ref, record, measured, stderr, ref.tolerance + allowance, noise)
+
+
+def _verdict(ref: Reference, record: dict[str, Any], measured: float, stderr: float | None, allowed: float, noise: str, runs: tuple[str, ...] = ()) -> Comparison:
     difference = measured - ref.value
-    verdict = "pass" if difference >= -allowed else "fail"
-    return Comparison(ref, record, verdict, measured, stderr, difference, allowed)
+    return Comparison(ref, record, "pass" if difference >= -allowed else "fail", measured, stderr, difference, allowed, noise=noise, runs=runs)
+
+
+def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
+    """``noise: seeds``: comparisons of runs that differ only in their seed become one, of their mean
+    (``stderr`` is then the sd across seeds; allowance ``2 sd sqrt(1/n + 1/ref.seeds)``); groups
+    smaller than ``ref.min_seeds`` are not comparable."""
+    import statistics
+
+    from vibench.resume import record_config_group
+
+    groups: dict[str, list[Comparison]] = {}
+    out = []
+    for c in rows:
+        if c.measured is None:  # not comparable: listed as it is
+            out.append(c)
+            continue
+        groups.setdefault(record_config_group(c.record), []).append(c)
+    for members in groups.values():
+        seeds = {(m.record.get("config") or {}).get("seed") for m in members}
+        if len(seeds) < ref.min_seeds:
+            out.extend(Comparison(ref, m.record, "not comparable", why=f"{len(seeds)} seed(s); this entry compares the mean of at least {ref.min_seeds}") for m in members)
+            continue
+        if len(members) < 2 or len(seeds) < len(members):
+            out.extend(members)
+            continue
+        values = [m.measured for m in members]
+        n, sd = len(values), statistics.stdev(values)
+        allowance = 2 * sd * (1 / n + 1 / ref.seeds) ** 0.5
+        noise = f"{n} seeds: 2 × sd {sd:.3f} × √(1/{n}+1/{ref.seeds})"
+        runs = tuple(str(m.record.get("run_id")) for m in members)
+        out.append(_verdict(ref, members[0].record, statistics.fmean(values), sd, ref.tolerance + allowance, noise, runs))
+    return out
 
 
 def check(records: list[dict[str, Any]], references: list[Reference]) -> tuple[list[Comparison], list[dict[str, Any]]]:
@@ -175,10 +241,10 @@ def check(records: list[dict[str, Any]], references: list[Reference]) -> tuple[l
     Pairs whose keys differ are dropped from the table (they were never meant to be compared);
     pairs that match but cannot be compared (too short, failed, metric missing) are kept.
     """
-    rows, unmatched = [], []
-    for rec in records:
-        mine = [c for c in (compare(ref, rec) for ref in references) if c.matched]
-        rows.extend(c for c in mine if c.verdict != "qualitative")
-        if not mine:
-            unmatched.append(rec)
-    return rows, unmatched
+    rows, matched = [], set()
+    for ref in references:
+        mine = [c for c in (compare(ref, rec) for rec in records) if c.matched]
+        matched.update(id(c.record) for c in mine)
+        mine = [c for c in mine if c.verdict != "qualitative"]
+        rows.extend(seed_groups(ref, mine) if ref.noise == "seeds" else mine)
+    return rows, [rec for rec in records if id(rec) not in matched]

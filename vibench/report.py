@@ -60,7 +60,7 @@ def point(rec: dict) -> dict:
 
 def aggregate(points: list[dict], x: str, series_dims: list[str]) -> dict[str, list[tuple]]:
     """``{series label: [(x, elbo, elbo_err, iw, iw_err, n_seeds), ...]}``; errors are the standard
-    error over seeds when there are several, else the record's standard error over test points."""
+    deviation across seeds when there are several, else the record's standard error over test points."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in points:
         groups[(tuple(p[d] for d in series_dims), p[x])].append(p)
@@ -70,8 +70,8 @@ def aggregate(points: list[dict], x: str, series_dims: list[str]) -> dict[str, l
 
         def stat(key: str):
             vals = [p[key] for p in ps]
-            if len(vals) > 1:
-                return mean(vals), stdev(vals) / len(vals) ** 0.5
+            if len(vals) > 1:  # the spread another seed would show
+                return mean(vals), stdev(vals)
             return vals[0], ps[0][f"{key}_se"] or 0.0
 
         e, ee = stat("elbo")
@@ -105,7 +105,7 @@ def figure_bounds(points, x, series_dims, gap: bool = False):
     ax.set_xlabel(DIMENSIONS[x][0])
     ax.set_ylabel("IW log-likelihood - ELBO (nats)" if gap else "test bound (nats per image)")
     seeds = max(r[5] for rows in series.values() for r in rows)
-    err = "standard error over seeds" if seeds > 1 else "standard error over test points"
+    err = f"sd over {seeds} seeds" if seeds > 1 else "standard error over test points"
     ax.set_title(("ELBO-to-log-likelihood gap" if gap else "Test bounds") + f" vs {DIMENSIONS[x][0]}" + ("" if gap else f"\n(error bars: {err}; K = {points[0]['K']})"), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
@@ -196,6 +196,14 @@ def describe_defaults(rec: dict) -> str:
     return ", ".join(str(v) for v in ((rec.get("dataset") or {}).get("name"), rec.get("method"), f"latent {cfg.get('latent')}", f"{(cfg.get('trainer') or {}).get('max_epochs')} epochs") if v)
 
 
+def seed_table(records: list[dict]) -> str:
+    """Configurations run with several seeds: mean ± sd across seeds, and n."""
+    from vibench.seeds import seed_summary
+
+    rows = [[html.escape(r["label"]), f"{f2(r['test/elbo'])} ± {f2(r['test/elbo_sd'])}", f"{f2(r['test/iw_ll'])} ± {f2(r['test/iw_ll_sd'])}", r["n"], ", ".join(map(str, r["seeds"]))] for r in seed_summary(records)]
+    return table(["configuration", "test ELBO, mean ± sd over seeds", "test IW log-lik., mean ± sd over seeds", "n", "seeds"], rows) if rows else "<p>No configuration was run with more than one seed.</p>"
+
+
 def render(records: list[dict], figures: dict[str, bytes], comparisons, title: str) -> str:
     done = [r for r in records if r.get("status") == "completed"]
     failed = [r for r in records if r.get("status") != "completed"]
@@ -203,7 +211,7 @@ def render(records: list[dict], figures: dict[str, bytes], comparisons, title: s
              f2(r["metrics"].get("test/elbo")), f2(r["metrics"].get("test/iw_ll")) + f" ± {f2(r['metrics'].get('test/iw_ll_stderr'))}",
              f2(r["metrics"].get("test/kl")), r.get("iw_samples", ""), ais_cell(r["metrics"]), f2(r["timing"].get("train_s")), f2(r["timing"].get("test_s"))] for r in done]
     verdict_class = {"pass": "pass", "fail": "fail"}
-    checks = [[c.reference.id, html.escape(c.reference.source), f"<code class='id'>{c.record['run_id']}</code>", f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed),
+    checks = [[c.reference.id, html.escape(c.reference.source), f"<code class='id'>{html.escape(c.run_label)}</code>", f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed), html.escape(c.noise),
                f"<span class='{verdict_class.get(c.verdict, 'na')}'>{c.verdict}</span> {html.escape(c.why)}"] for c in comparisons]
     imgs = "".join(f"<figure><img alt='{k}' src='data:image/png;base64,{base64.b64encode(v).decode()}'><figcaption>{k}.png</figcaption></figure>" for k, v in figures.items())
     configs = "".join(f"<details><summary><code class='id'>{r['run_id']}</code>: {html.escape(' '.join(r.get('overrides', [])) or '(defaults: ' + describe_defaults(r) + ')')}</summary><pre>{html.escape(json.dumps(r.get('config', {}), indent=1))}</pre></details>" for r in records)
@@ -216,8 +224,9 @@ pre{{font-size:11px;background:#fafafa;padding:0.5em}} .id{{white-space:nowrap}}
 <h1>{html.escape(title)}</h1>
 <p>{len(records)} run(s): {len(done)} completed, {len(failed)} not. Log-likelihoods in nats per image (higher is better); IW = importance-weighted bound with K samples.</p>
 <h2>Figures</h2>{imgs or "<p>No completed runs.</p>"}
+<h2>Seeds</h2>{seed_table(records)}
 <h2>Runs</h2>{table(["overrides", "run", "variant", "method", "test ELBO", "test IW log-lik. ± se", "KL", "K", "AIS log p(x) (IW on its points)", "train s", "eval s"], runs)}
-<h2>Regression checks</h2>{table(["reference", "source", "run", "reference", "measured", "difference", "allowed", "verdict"], checks) if checks else "<p>No record matches a reference in the registry.</p>"}
+<h2>Regression checks</h2>{table(["reference", "source", "run", "reference", "measured", "difference", "allowed", "noise allowed for", "verdict"], checks) if checks else "<p>No record matches a reference in the registry.</p>"}
 <h2>Failed or interrupted runs</h2>{failures}
 <h2>Configurations</h2>{configs}
 </body></html>"""
@@ -252,8 +261,27 @@ def main(argv: list[str] | None = None) -> int:
     (out / "index.html").write_text(render(records, figures, comparisons, args.title))
     if args.wandb:
         log_to_wandb(points, figures, out, args.wandb_mode, args.title)
+    print_seed_table(records)
     print(f"report: {out / 'index.html'} ({len(figures)} figures, {len(records)} records)")
     return 0
+
+
+def print_seed_table(records: list[dict]) -> None:
+    """The seed summary on the terminal too (nothing when no configuration has several seeds)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vibench.seeds import seed_summary
+
+    rows = seed_summary(records)
+    if not rows:
+        return
+    t = Table(title="mean ± sd over seeds")
+    for col in ("configuration", "test/elbo", "test/iw_ll", "n"):
+        t.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in rows:
+        t.add_row(r["label"], f"{f2(r['test/elbo'])} ± {f2(r['test/elbo_sd'])}", f"{f2(r['test/iw_ll'])} ± {f2(r['test/iw_ll_sd'])}", str(r["n"]))
+    Console(width=None if Console().is_terminal else 160).print(t)
 
 
 def log_to_wandb(points, figures, out: Path, mode: str, title: str) -> None:

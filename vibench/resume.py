@@ -51,6 +51,20 @@ def fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def config_group(config: dict[str, Any]) -> str:
+    """``cfg-<hash>`` of a :func:`result_config` output without its seeds (``seed``, and keys such
+    as ``dataset.shuffle_seed`` that default to it): runs that differ only in their seed share it
+    (the record's ``config_group``, W&B's ``job_type``). Give it the *unresolved* configuration,
+    where a value derived from the seed is still ``${seed}``; of a resolved one, every key named
+    ``seed`` or ``*_seed`` is left out."""
+    return "cfg-" + fingerprint({k: v for k, v in config.items() if not (k == "seed" or k.endswith("_seed") or k.endswith(".seed"))})[:10]
+
+
+def record_config_group(record: dict[str, Any]) -> str:
+    """A record's ``config_group``; for records written before it existed, from its resolved config."""
+    return record.get("config_group") or config_group(result_config(record.get("config") or {}))
+
+
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two :func:`result_config` dicts, as ``key: old -> new``."""
     keys = sorted(set(a) | set(b))

@@ -19,7 +19,7 @@ from vibench import points, records
 from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
 from vibench.config_checks import check_config
 from vibench.errors import ConfigError, Interrupted, VibenchError
-from vibench.resume import find_resume_checkpoint, result_config, saved_state
+from vibench.resume import config_group, find_resume_checkpoint, result_config, saved_state
 
 
 def build(what: str, cfg: DictConfig, **kwargs: Any) -> Any:
@@ -89,6 +89,7 @@ def run(cfg: DictConfig) -> float:
     trainer_overrides = pin_parallel_job(job)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result_cfg = result_config(resolved)
+    group = config_group(result_config(OmegaConf.to_container(cfg, resolve=False)))  # seed-derived values still read ${seed}
     # A run that analyses a given checkpoint (gap.checkpoint) trains nothing: nothing to resume or move aside.
     resume_from, resume_note = find_resume_checkpoint(cfg.resume if checkpoint is None else None, output_dir, result_cfg)
     if resume_note:
@@ -98,7 +99,7 @@ def run(cfg: DictConfig) -> float:
     # 2. The trainer (it refuses e.g. an accelerator this machine lacks), then tracking: W&B starts
     # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
     name = ",".join(job["overrides"]) or "default"
-    logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id)
+    logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id, job_type=group)
     trainer, clock, sigterm, resume_state = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides, config=result_cfg)
     started_logger = tracking.start(cfg.logger, logger)
     if started_logger is not logger:  # W&B fell back to offline
@@ -119,6 +120,7 @@ def run(cfg: DictConfig) -> float:
         "job_num": job["job_num"],
         "output_dir": str(output_dir),
         "resumed_from": str(resume_from) if resume_from else None,
+        "config_group": group,
         "config": resolved,
         "tracking": tracking_info,
         **records.environment(str(trainer.strategy.root_device)),

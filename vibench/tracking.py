@@ -31,11 +31,13 @@ def _wandb_settings(cfg: DictConfig):
     return wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)), quiet=quiet, silent=quiet, show_colors=sys.stderr.isatty())
 
 
-def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str) -> Logger | bool:
+def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str, job_type: str | None = None) -> Logger | bool:
     """The logger from ``cfg`` (``False`` for none), not started yet: :func:`start` starts it, after
     everything else that can refuse the run (the trainer too) was built.
 
-    W&B gets the resolved config, a group and a name.
+    W&B gets the resolved config, a group (the sweep), a name, and as ``job_type`` the run's
+    configuration group (:func:`~vibench.resume.config_group`, the same for runs that differ only
+    in their seed), so that W&B's "group by job type" averages seeds.
     """
     if cfg is None:
         return False
@@ -47,7 +49,7 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
     ids = {"id": run_id}
     if sweep := os.environ.get("WANDB_SWEEP_ID"):  # under `wandb agent`: the agent names the run; group by sweep
         ids, group = {}, group or f"wandb-sweep-{sweep}"
-    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, config=config, settings=_wandb_settings(cfg), **ids)
+    logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, job_type=cfg.get("job_type") or job_type, config=config, settings=_wandb_settings(cfg), **ids)
     # Lightning passes anonymous=None, which W&B answers on every run with a deprecation warning.
     logger._wandb_init.pop("anonymous", None)
     return logger
@@ -90,7 +92,7 @@ def describe(logger: Logger | bool) -> dict[str, Any] | None:
     if isinstance(logger, WandbLogger):
         run = logger.experiment
         mode = "offline" if run.settings._offline else "online"
-        info = {"kind": "wandb", "id": run.id, "project": run.project, "group": run.group, "name": run.name, "mode": mode, "dir": str(Path(run.dir).parent)}
+        info = {"kind": "wandb", "id": run.id, "project": run.project, "group": run.group, "job_type": run.job_type, "name": run.name, "mode": mode, "dir": str(Path(run.dir).parent)}
         info["url"] = run.url if mode == "online" else None
         info["sync_command"] = f"wandb sync {info['dir']}" if mode == "offline" else None
         return info

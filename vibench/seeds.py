@@ -1,0 +1,38 @@
+"""Runs that differ only in their seed, summarized: mean, standard deviation across seeds and n.
+
+Records are grouped by their ``config_group`` (:func:`vibench.resume.record_config_group`: every
+result-changing setting but the seed). The standard deviation across seeds is what another seed
+would change, the training noise that a single run cannot show; the report, ``vibench.check``
+(``noise: seeds``) and ``vibench.compare`` all group seeds this way.
+"""
+
+from __future__ import annotations
+
+from statistics import fmean, stdev
+from typing import Any
+
+from vibench.resume import record_config_group
+
+METRICS = ("test/elbo", "test/iw_ll")
+
+
+def seed_summary(records: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
+    """One row per configuration run with two or more seeds: ``label`` (its overrides but the seed),
+    ``seeds``, ``n``, and for each metric ``<metric>`` (mean) and ``<metric>_sd`` (across seeds)."""
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec.get("status") == "completed" and rec.get("metrics"):
+            groups.setdefault(record_config_group(rec), []).append(rec)
+    rows = []
+    for group, recs in groups.items():
+        seeds = sorted({(r.get("config") or {}).get("seed") for r in recs}, key=str)
+        if len(seeds) < 2:
+            continue
+        overrides = [o for o in (recs[0].get("overrides") or []) if not o.startswith("seed=")]
+        row = {"config_group": group, "label": " ".join(overrides) or "(defaults)", "seeds": seeds, "n": len(recs)}
+        for m in metrics:
+            values = [r["metrics"][m] for r in recs if m in r["metrics"]]
+            row[m] = fmean(values) if values else None
+            row[f"{m}_sd"] = stdev(values) if len(values) > 1 else None
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["label"])
