@@ -102,6 +102,9 @@ def test_svi_runs_end_to_end_and_records_its_flavour(compose_cfg, tmp_path, flav
     assert m["test/elbo"] <= m["test/iw_ll"]
     assert rec["timing"]["inner_s"] > 0 and rec["timing"]["heldout_fit_s"] > 0
     assert 0 < m["test/heldout_fit_steps"] <= 100
+    # 100 steps cannot show more than 3 non-improving 50-step windows: no fit converged, and the record says so
+    assert m["test/heldout_converged"] == 0.0
+    assert any("held-out q_i fits of 100%" in w and "Raise inference.heldout.max_steps" in w for w in rec["warnings"])
 
 
 def test_svi_learns_linear_gaussian_and_approaches_exact_ll(compose_cfg, tmp_path):

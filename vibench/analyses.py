@@ -91,6 +91,16 @@ def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
     return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap points stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
             f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
             + ("Raise gap.max_steps, or start q* at the encoder with gap.init=encoder." if cfg.gap.init == "prior" else "Raise gap.max_steps."))
+def heldout_warning(metrics: dict[str, float], cfg: DictConfig) -> str | None:
+    """SVI: a warning when fewer than 95% of the test points' q_i fits converged: the test ELBO and
+    IW bound then understate what the fitted q_i would reach (every comparison with SVI inherits it)."""
+    converged = metrics.get("test/heldout_converged")
+    if converged is None or converged >= 0.95:
+        return None
+    return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.heldout.max_steps={cfg.inference.heldout.max_steps} "
+            f"before their stopping rule fired: test/elbo and test/iw_ll are underestimated. Raise inference.heldout.max_steps.")
+
+
 def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
     """``gradvar/<estimator>_L<L>``: total variance of the encoder-gradient estimate on random test points."""
     import torch

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vibench import points, records
-from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, gap_warning, gradient_variances, load_checkpoint, make_images
+from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, gap_warning, gradient_variances, heldout_warning, load_checkpoint, make_images
 from vibench.config_checks import check_config
 from vibench.errors import ConfigError, Interrupted, VibenchError
 from vibench.resume import config_group, find_resume_checkpoint, result_config, saved_state
@@ -144,6 +144,9 @@ def run(cfg: DictConfig) -> float:
         record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
         if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
             return metrics["test/iw_ll"]
+        if warning := heldout_warning(metrics, cfg):
+            record.setdefault("warnings", []).append(warning)
+            print_error(f"warning: {warning}")
         record["per_point"] = points.write(points.sidecar_values(module.test_points, datamodule.test_rows), [results_dir, output_dir], run_id, splits.variant)
         if cfg.gap.enabled:
             gap_start = time.perf_counter()
