@@ -97,3 +97,17 @@ def test_unwritable_results_dir_refused(monkeypatch, tmp_path, capsys):
     assert invoke(monkeypatch, tmp_path, results_dir=blocker / "runs") == 2
     assert "is not writable" in capsys.readouterr().err
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_refused_trainer_leaves_no_wandb_run_behind(monkeypatch, tmp_path, capsys):
+    """The trainer is built (and refuses an accelerator this machine lacks) before W&B starts:
+    no offline W&B run and no record are left behind."""
+    monkeypatch.setattr(sys, "argv", ["vibench", "trainer.accelerator=gpu", "logger=wandb", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}", f"data.cache={tmp_path / 'cache'}"])
+    _state["task_started"] = False
+    with pytest.raises(SystemExit) as e:
+        cli()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "could not build trainer" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "wandb").exists() and not list(tmp_path.glob("runs/*.json"))
