@@ -191,3 +191,21 @@ def test_inner_sgd_at_lr_1_improves_a_784_dim_bernoulli_elbo():
     assert elbo(refined) > elbo(init) + 50 and torch.isfinite(refined).all()
     unclipped = refine(model, x, init, 20, sgd, samples=1, max_grad_norm=None)
     assert elbo(refined) > elbo(unclipped)
+
+
+def test_gap_fit_reports_progress_in_a_log_file(monkeypatch, capsys):
+    """Written to a file (not a terminal), the fit's progress is a plain line every 30 s: the step,
+    the cap, and how many points have stopped (the gap's fit was silent for 22 minutes)."""
+    import itertools
+    import time
+
+    from vibench.analyses import fit_progress
+
+    clock = itertools.count(0.0, 31.0)  # every reading 31 s after the last
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    with fit_progress("gap: fitting q*", 2, 1000) as on_window:
+        on_window(100, 3, 10)
+        on_window(200, 7, 10)
+    out = capsys.readouterr().out
+    assert "gap: fitting q*: step 100 of at most 1000, 3/10 points stopped" in out
+    assert "step 200 of at most 1000, 7/10 points stopped" in out

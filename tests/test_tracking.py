@@ -82,3 +82,15 @@ def test_runs_differing_only_in_seed_share_a_wandb_job_type(compose_cfg, tmp_pat
         assert rec["tracking"]["kind"] == "wandb" and rec["tracking"]["job_type"] == rec["config_group"]
         groups[tag] = rec["config_group"]
     assert groups["s0"] == groups["s1"] != groups["z3"]
+
+
+def test_wandb_chatter_does_not_bury_vibench_output(tmp_path):
+    """A default run (W&B offline) piped to a file: no W&B warning or history lines, no raw ANSI
+    colour codes; vibench's own table and the W&B sync command are there."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "vibench", "trainer.max_epochs=1", "iw_samples=10", "images=false", "dataset.test_subset=20",
+                        f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    both = r.stdout + r.stderr
+    assert "wandb:" not in both and "anonymous" not in both and "\x1b[" not in both
+    assert "test/iw_ll" in r.stdout and "wandb sync" in r.stdout
