@@ -75,11 +75,12 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
         pairs = [(k, k) for k in ga if k in gb]
     if not pairs:
         raise VibenchError(f"no configuration of A matches one of B on {', '.join(keys)}: compare sweeps over the same values.")
+    # name groups by the settings the user overrode (latent=2), not the ones interpolated from them (model.latent=2)
+    overridden = {o.split("=", 1)[0].lstrip("+~") for r in side_a + side_b for o in r.get("overrides") or []}
+    shown = [i for i, k in enumerate(keys) if k in overridden] or list(range(len(keys)))
     rows = []
     for ka, kb in pairs:
-        label = ", ".join(f"{k}={v}" for k, v, w in zip(keys, ka, kb) if v == w) or "all"
-        if ka != kb:
-            label = ", ".join(f"{k}={v}/{w}" for k, v, w in zip(keys, ka, kb))
+        label = ", ".join(f"{keys[i]}={ka[i]}" if ka[i] == kb[i] else f"{keys[i]}={ka[i]}/{kb[i]}" for i in shown) or "all"
         a, b = ga[ka], gb[kb]
         for seed in sorted(set(a) & set(b), key=str):
             rows.append({"configuration": label, "seed": seed, **compare_runs(a[seed], b[seed], metric)})
