@@ -209,3 +209,17 @@ def test_gap_fit_reports_progress_in_a_log_file(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "gap: fitting q*: step 100 of at most 1000, 3/10 points stopped" in out
     assert "step 200 of at most 1000, 7/10 points stopped" in out
+
+
+def test_a_persistent_svi_checkpoint_can_be_evaluated_without_training(compose_cfg, tmp_path):
+    """evaluate= on a persistent SVI run loads its q_i table (it failed: 'Unexpected key(s) in
+    state_dict: local.table') and tests the trained model: its ELBO is that of the run's own test
+    up to Monte Carlo and fitting noise, far from an untrained model's."""
+    common = ("inference=svi", "inference.inner_steps=3", "trainer.max_epochs=2", "iw_samples=50", "inference.heldout.max_steps=100", "logger=none", "images=false")
+    run(compose_cfg(*common, f"results_dir={tmp_path / 'trained'}"))
+    trained = read_record(next((tmp_path / "trained").glob("*.json")))
+    run(compose_cfg(*common, f"evaluate={tmp_path / 'out'}", f"output_dir={tmp_path / 'eval'}", f"results_dir={tmp_path / 'evaluated'}"))
+    evaluated = read_record(next((tmp_path / "evaluated").glob("*.json")))
+    assert evaluated["status"] == "completed" and evaluated["evaluated_checkpoint"]["select"] == "given"
+    assert evaluated["metrics"]["test/elbo"] == pytest.approx(trained["metrics"]["test/elbo"], abs=0.3)
+    assert evaluated["global_step"] == trained["global_step"]

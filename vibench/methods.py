@@ -371,6 +371,14 @@ class LocalVI(AmortizedVI):
             n_train = self.trainer.datamodule.sizes()["n_train"]
             self.local = LocalGaussian(n_train, self.model.latent).to(self.device)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A persistent run's checkpoint holds its q_i table (``local.table``), which :meth:`setup`
+        builds only when training starts: build it to the checkpoint's size first, so that a
+        checkpoint can be evaluated or analysed without training (``evaluate=``)."""
+        if self.local is None and "local.table" in state_dict:
+            self.local = LocalGaussian(state_dict["local.table"].shape[0], self.model.latent).to(self.device)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def initial_params(self, x: torch.Tensor, idx: torch.Tensor, stage: str) -> torch.Tensor:
         if self.flavour == "encoder":
             return gaussian_params(self.guide(x, idx)).detach()
