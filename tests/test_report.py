@@ -89,6 +89,15 @@ def test_report_shows_ais_beside_iw():
     assert ais_cell({}) == ""
 
 
+def test_runs_table_shows_the_monte_carlo_error_beside_the_spread_of_repeats():
+    from vibench.report import mc_cell
+
+    assert mc_cell({"test/iw_ll_mc_stderr": 0.0025}) == "0.0025"
+    # R = 4 repeats: the record's MC error is for their mean; one evaluation's is twice that
+    cell = mc_cell({"test/iw_ll_mc_stderr": 0.0025, "test/iw_ll_repeats": [-1.0, -1.0, -1.0, -1.0], "test/iw_ll_repeat_sd": 0.006})
+    assert cell == "0.0025 (one evaluation 0.0050; sd of the 4 repeats 0.0060)"
+
+
 def test_seed_summary_gives_mean_and_sd_across_seeds_per_configuration():
     """Records differing only in seed (and the seed-derived dataset seeds) form one row; another
     latent size is another row; a configuration with one seed has no row."""

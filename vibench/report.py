@@ -190,6 +190,17 @@ def ais_cell(m: dict) -> str:
     return ""
 
 
+def mc_cell(m: dict) -> str:
+    """The IW estimate's Monte Carlo standard error (what re-running the estimator would change),
+    and the spread of its repeats with eval.repeats."""
+    mc = m.get("test/iw_ll_mc_stderr")
+    cell = "" if mc is None else f"{mc:.4f}"
+    if mc is not None and "test/iw_ll_repeat_sd" in m:  # the record's value is for the mean of the R repeats
+        r = len(m.get("test/iw_ll_repeats") or [1])
+        cell += f" (one evaluation {mc * r**0.5:.4f}; sd of the {r} repeats {m['test/iw_ll_repeat_sd']:.4f})"
+    return cell
+
+
 def describe_defaults(rec: dict) -> str:
     """What a run without overrides ran: its dataset, method, latent size and epochs."""
     cfg = rec.get("config") or {}
@@ -208,7 +219,7 @@ def render(records: list[dict], figures: dict[str, bytes], comparisons, title: s
     done = [r for r in records if r.get("status") == "completed"]
     failed = [r for r in records if r.get("status") != "completed"]
     runs = [[html.escape(" ".join(r.get("overrides", [])) or "(defaults)"), f"<code class='id'>{r['run_id']}</code>", r["dataset"]["variant"] if "dataset" in r else "", r.get("method", ""),
-             f2(r["metrics"].get("test/elbo")), f2(r["metrics"].get("test/iw_ll")) + f" ± {f2(r['metrics'].get('test/iw_ll_stderr'))}",
+             f2(r["metrics"].get("test/elbo")), f2(r["metrics"].get("test/iw_ll")) + f" ± {f2(r['metrics'].get('test/iw_ll_stderr'))}", mc_cell(r["metrics"]),
              f2(r["metrics"].get("test/kl")), r.get("iw_samples", ""), ais_cell(r["metrics"]), f2(r["timing"].get("train_s")), f2(r["timing"].get("test_s"))] for r in done]
     verdict_class = {"pass": "pass", "fail": "fail"}
     checks = [[c.reference.id, html.escape(c.reference.source), f"<code class='id'>{html.escape(c.run_label)}</code>", f2(c.reference.value), f2(c.measured), f2(c.difference), f2(c.allowed), html.escape(c.noise),
@@ -225,7 +236,7 @@ pre{{font-size:11px;background:#fafafa;padding:0.5em}} .id{{white-space:nowrap}}
 <p>{len(records)} run(s): {len(done)} completed, {len(failed)} not. Log-likelihoods in nats per image (higher is better); IW = importance-weighted bound with K samples.</p>
 <h2>Figures</h2>{imgs or "<p>No completed runs.</p>"}
 <h2>Seeds</h2>{seed_table(records)}
-<h2>Runs</h2>{table(["overrides", "run", "variant", "method", "test ELBO", "test IW log-lik. ± se", "KL", "K", "AIS log p(x) (IW on its points)", "train s", "eval s"], runs)}
+<h2>Runs</h2>{table(["overrides", "run", "variant", "method", "test ELBO", "test IW log-lik. ± se over test points", "its Monte Carlo se", "KL", "K", "AIS log p(x) (IW on its points)", "train s", "eval s"], runs)}
 <h2>Regression checks</h2>{table(["reference", "source", "run", "reference", "measured", "difference", "allowed", "noise allowed for", "verdict"], checks) if checks else "<p>No record matches a reference in the registry.</p>"}
 <h2>Failed or interrupted runs</h2>{failures}
 <h2>Configurations</h2>{configs}
@@ -261,27 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "index.html").write_text(render(records, figures, comparisons, args.title))
     if args.wandb:
         log_to_wandb(points, figures, out, args.wandb_mode, args.title)
+    from vibench.seeds import print_seed_table
+
     print_seed_table(records)
     print(f"report: {out / 'index.html'} ({len(figures)} figures, {len(records)} records)")
     return 0
-
-
-def print_seed_table(records: list[dict]) -> None:
-    """The seed summary on the terminal too (nothing when no configuration has several seeds)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from vibench.seeds import seed_summary
-
-    rows = seed_summary(records)
-    if not rows:
-        return
-    t = Table(title="mean ± sd over seeds")
-    for col in ("configuration", "test/elbo", "test/iw_ll", "n"):
-        t.add_column(col, justify="left" if col == "configuration" else "right")
-    for r in rows:
-        t.add_row(r["label"], f"{f2(r['test/elbo'])} ± {f2(r['test/elbo_sd'])}", f"{f2(r['test/iw_ll'])} ± {f2(r['test/iw_ll_sd'])}", str(r["n"]))
-    Console(width=None if Console().is_terminal else 160).print(t)
 
 
 def log_to_wandb(points, figures, out: Path, mode: str, title: str) -> None:
