@@ -60,6 +60,10 @@ def test_noise_models_monte_carlo_and_seeds():
     assert c.allowed == pytest.approx(0.06) and c.verdict == "pass" and "Monte Carlo" in c.noise
     rec["metrics"]["test/iw_ll"] = -90.07
     assert compare(mc_ref, rec).verdict == "fail"  # the 5-nat stderr over points does not excuse it: 0.07 > 2 x 0.03
+    # with 4 repeats whose spread says the delta method ran small: sd 0.08 / sqrt(4) = 0.04 > 0.03
+    rec["metrics"].update({"test/iw_ll_repeats": [-90.0] * 4, "test/iw_ll_repeat_sd": 0.08})
+    c = compare(mc_ref, rec)
+    assert c.allowed == pytest.approx(0.08) and c.verdict == "pass"
 
     seeds_ref = Reference(id="s", source="s", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=0.1, match={"latent": 20})
     runs = []

@@ -18,7 +18,8 @@ Verdicts, for a log-likelihood-like metric where higher is better:
     only groups of at least that many seeds.
   - ``mc``: the Monte Carlo error of the estimate, ``2 * <metric>_mc_stderr`` (deterministic
     project baselines: the same seed and data give the same model, and only the estimator's own
-    noise, if any, remains).
+    noise, if any, remains); with ``eval.repeats``, the larger of that and the measured spread of
+    the repeats' mean (the delta method underestimates for heavy-tailed weights).
   - ``stderr``: twice the standard error over test points (what another test sample would
     change; for a reference measured on other points).
   - ``none``: the bare tolerance.
@@ -185,6 +186,9 @@ def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
     measured = float(metrics[ref.metric])
     stderr = metrics.get(f"{ref.metric}_stderr")
     mc = metrics.get(f"{ref.metric}_mc_stderr")
+    repeats = metrics.get(f"{ref.metric}_repeats") or []
+    if mc is not None and len(repeats) > 1:  # measured spread of the repeats: the delta method can run small (heavy-tailed weights)
+        mc = max(float(mc), float(metrics[f"{ref.metric}_repeat_sd"]) / len(repeats) ** 0.5)
     if ref.noise == "stderr" and stderr is not None:
         allowance, noise = 2 * float(stderr), f"test points: 2 × {float(stderr):.3f}"
     elif ref.noise == "mc" and mc is not None:
