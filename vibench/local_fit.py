@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 
 from vibench.guides import gaussian
-from vibench.objectives import kl_estimate
 
 
 def negative_elbo_sum(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
@@ -75,10 +74,8 @@ class FitResult:
 
 def negative_elbos(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
     """``-ELBO_i`` per datapoint ``[B]`` for local parameters ``params`` ``[B, 2, latent]``."""
-    q = gaussian(params)
-    z = q.rsample((samples,))
-    recon = model.likelihood(z).log_prob(x).mean(dim=0)
-    return -(recon - kl_estimate(q, model.prior(), z, analytic=analytic_kl))
+    recon, kl = model.elbo_terms(x, gaussian(params), samples, analytic_kl)
+    return -(recon - kl)
 
 
 def _keep_rows(opt: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor, keep: torch.Tensor) -> None:

@@ -107,11 +107,8 @@ class AmortizedVI(L.LightningModule):
 
     # --- shared ---------------------------------------------------------------------------
     def elbo_terms(self, x: torch.Tensor, q: Distribution, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(recon, kl)``, each ``[B]``: ``E_q[log p(x|z)]`` over L reparameterized samples, and the KL."""
-        z = q.rsample((samples,))  # [L, B, latent]
-        recon = self.model.likelihood(z).log_prob(x).mean(dim=0)
-        kl = kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
-        return recon, kl
+        """``(recon, kl)``, each ``[B]``: :meth:`GenerativeModel.elbo_terms` with this run's KL setting."""
+        return self.model.elbo_terms(x, q, samples, self.analytic_kl)
 
     def beta(self) -> float:
         return self.annealing(self.global_step, self._steps_per_epoch)

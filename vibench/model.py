@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
 from vibench.networks import NO_VALIDATION, Decoder, initialize
+from vibench.objectives import kl_estimate
 
 
 class GenerativeModel(nn.Module):
@@ -38,6 +39,19 @@ class GenerativeModel(nn.Module):
     def log_joint_terms(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(x | z), log p(z))`` for samples ``z`` of shape ``[S, B, latent]``; each ``[S, B]``."""
         return self.likelihood(z).log_prob(x), self.prior().log_prob(z)
+
+    def elbo_terms(self, x: torch.Tensor, q: Distribution, samples: int, analytic_kl: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(recon, kl)``, each ``[B]``: the two terms of the ELBO ``E_q[log p(x|z)] - KL(q || p)``
+        (Kingma & Welling 2014, eq. 7), the first averaged over ``samples`` reparameterized draws
+        z ~ q, the second in closed form when ``analytic_kl`` and torch knows it, else Monte Carlo
+        over the same draws (:func:`~vibench.objectives.kl_estimate`).
+
+        The one ELBO of vibench: training, validation, SVI's inner and held-out fits and the
+        diagnostics all call it (the K-sample evaluation reuses its IW samples instead).
+        """
+        z = q.rsample((samples,))  # [L, B, latent]
+        recon = self.likelihood(z).log_prob(x).mean(dim=0)
+        return recon, kl_estimate(q, self.prior(), z, analytic=analytic_kl)
 
     def exact_marginal(self) -> Distribution | None:
         """The exact marginal p(x) when the model is linear-Gaussian, else ``None``.
