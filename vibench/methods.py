@@ -66,6 +66,7 @@ class AmortizedVI(L.LightningModule):
     """
 
     method = "aevb"
+    compiles_training_loss = True  # train.compile applies: the loss is a pure function of the batch (SVI's refines q_i first)
 
     def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto", train_compile: str | bool = "auto", scheduler: Callable | None = None, eval_repeats: int = 1):
         super().__init__()
@@ -209,7 +210,7 @@ class AmortizedVI(L.LightningModule):
         steps = t.max_steps if t.max_steps and t.max_steps > 0 else (t.max_epochs or 0) * per_epoch
         # Compiled, the VAE's step measured 10-15% faster on 2 CPU threads (python -m vibench.bench); compiling takes 3-15 s.
         auto = self.train_compile == "auto" and steps >= 50_000
-        if self.method == "aevb" and (self.train_compile is True or auto):
+        if self.compiles_training_loss and (self.train_compile is True or auto):
             # torch.distributions resolves a KL pair on first use and memoizes it; resolved inside
             # the compiled loss, that lookup would split it into two graphs (a per-step cost).
             kl_estimate(self.model.prior(), self.model.prior())
@@ -345,6 +346,7 @@ class LocalVI(AmortizedVI):
     """
 
     method = "svi"
+    compiles_training_loss = False
 
     def __init__(self, model: GenerativeModel, optimizer: Callable, inner_optimizer: Callable, heldout: dict, flavour: str = "persistent", inner_steps: int = 20, inner_grad_clip: float | None = 5.0, guide: nn.Module | None = None, **kwargs):
         if flavour not in FLAVOURS:
