@@ -4,11 +4,9 @@ Both methods train the same :class:`~vibench.model.GenerativeModel` on the same 
 evaluated by the same K-sample evaluator; they differ only in where q comes from:
 
 - :class:`AmortizedVI` (AEVB, Kingma & Welling 2014): q(z | x) from an encoder trained jointly.
-- :class:`LocalVI` (SVI, Hoffman et al. 2013): a free Gaussian q_i per datapoint, fitted by
+- :class:`~vibench.svi.LocalVI` (SVI, Hoffman et al. 2013): a free Gaussian q_i per datapoint, fitted by
   gradient steps.
-
-Metric keys are ``stage/quantity``. The KL-weighted training loss is logged as ``train/loss``
-(with ``train/beta``) and the true ELBO (beta = 1) as ``train/elbo``, never under the same name.
+Training metrics are logged by :class:`~vibench.train_metrics.TrainingMetrics`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import math
 import time
 from collections.abc import Callable
 
-import lightning as L
 import torch
 from torch import nn
 from torch.distributions import Distribution
@@ -26,26 +23,16 @@ from torch.distributions import Distribution
 from vibench.compiling import CompiledOrEager
 from vibench.data.datamodule import as_minibatches
 from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk_for, summarize
-from vibench.guides import LocalGaussian, gaussian, gaussian_params
-from vibench.local_fit import fit_heldout, refine
 from vibench.model import GenerativeModel
 from vibench.objectives import iw_bound, kl_estimate, log_weights
 from vibench.schedules import KLSchedule, constant, plain_partial
+from vibench.train_metrics import TRAIN_KEYS, TrainingMetrics, step_stats
 
-FLAVOURS = ("persistent", "reset", "encoder")
-TRAIN_KEYS = ("train/loss", "train/elbo", "train/kl", "train/recon")
-
-
-def step_stats(loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
-    """A step's training metrics in :data:`TRAIN_KEYS` order, one detached ``[4]`` tensor: the
-    minimized loss, the ELBO (beta = 1), KL and reconstruction, each a batch mean."""
-    recon_mean, kl_mean = recon.mean(), kl.mean()
-    return torch.stack([loss, recon_mean - kl_mean, kl_mean, recon_mean]).detach()
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("reparam", "score")
 
 
-class AmortizedVI(L.LightningModule):
+class AmortizedVI(TrainingMetrics):
     """Amortized variational inference: q(z | x) from an encoder shared by all datapoints.
 
     Args:
@@ -89,10 +76,7 @@ class AmortizedVI(L.LightningModule):
         self.test_points: dict[str, torch.Tensor] = {}
         self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
-        self._window = self._epoch = None
-        self._window_steps = self._epoch_steps = 0
         self._steps_per_epoch = 1
-        self._keys: tuple[str, ...] = TRAIN_KEYS
         self.automatic_optimization = False
 
     def describe(self) -> dict:
@@ -142,56 +126,11 @@ class AmortizedVI(L.LightningModule):
         self.track_training(TRAIN_KEYS, step_stats(loss, recon, kl), beta)
         return loss
 
-    def track_training(self, keys: tuple[str, ...], stats: torch.Tensor, beta: float) -> None:
-        """Accumulate a step's training metrics (``stats[i]`` for ``keys[i]``) on the device; log
-        their window means every ``trainer.log_every_n_steps`` steps with one host sync.
-
-        Lightning's ``self.log`` re-walks its whole result collection on every call (about 1 ms a
-        metric a step on a CPU, a quarter of a VAE step here): training metrics bypass it and go to
-        the loggers directly; epoch means are logged through ``self.log`` once per epoch.
-        """
-        self._keys = keys
-        self._window = stats if self._window is None else self._window + stats
-        self._window_steps += 1
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        if (self.global_step + 1) % max(1, every) == 0:
-            self._flush_window(beta)
-
-    def _flush_window(self, beta: float | None) -> None:
-        if self._window is None:
-            return
-        self._epoch = self._window if self._epoch is None else self._epoch + self._window
-        self._epoch_steps += self._window_steps
-        if beta is not None:
-            means = dict(zip(self._keys, (self._window / self._window_steps).tolist()))
-            means["train/beta"] = beta
-            means["train/lr"] = self.current_lr()
-            for logger in self.loggers:
-                logger.log_metrics(means, step=self.global_step)
-        self._window, self._window_steps = None, 0
-
     def on_train_epoch_end(self) -> None:
-        self._flush_window(None)  # steps since the last logged window count towards the epoch means
-        if self._epoch is not None:
-            means = (self._epoch / self._epoch_steps).tolist()
-            self.log_to_loggers({**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()})
-        self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
+        self.log_epoch_means()
         # Manual optimization: Lightning leaves the stepping of the configured scheduler to the module.
         if self.scheduler_factory is not None and (scheduler := self.lr_schedulers()) is not None:
             scheduler.step()
-
-    def log_to_loggers(self, metrics: dict[str, float]) -> None:
-        """Epoch-level metrics to the loggers at the index of the last optimizer step taken, the
-        same step axis as the training windows (Lightning's own ``self.log`` counts its calls, which
-        hold ``train.steps_per_call`` steps each), with the epoch."""
-        if self._trainer is None or self.trainer.sanity_checking:
-            return
-        for logger in self.loggers:
-            logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=max(0, self.global_step - 1))
-
-    def current_lr(self) -> float:
-        """The learning rate of the (first) optimizer's first parameter group right now."""
-        return float(self.optimizers().optimizer.param_groups[0]["lr"]) if self._trainer is not None else float("nan")
 
     def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, stats)`` of the reparameterized ELBO with L = ``objective.samples``, ``stats`` as
@@ -324,108 +263,3 @@ class AmortizedVI(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - since
-
-
-class LocalVI(AmortizedVI):
-    """Non-amortized SVI: a free Gaussian q_i(z) per datapoint, refined by ``inner_steps`` gradient steps.
-
-    Flavours (recorded as ``svi_flavour``):
-
-    - ``persistent``: q_i live in a table across epochs (Hoffman-style local state); each training
-      step refines the batch's rows, writes them back, then takes one step on the model.
-    - ``reset``: q_i start at the prior (mean 0, unit variance) for every minibatch (the SVI
-      baseline of Kim et al. 2018: 20 steps of SGD, lr 1, momentum 0.5).
-    - ``encoder``: q_i start at an encoder's prediction and are refined (semi-amortized); the
-      encoder is trained on its own ELBO, without pushing gradient into the decoder.
-
-    Held-out points (validation, test) have no fitted q_i: validation refines from the flavour's
-    starting point for ``inner_steps`` steps; test fits them with the model frozen and early
-    stopping (``heldout``: ``max_steps``, ``window``, ``patience``, ``samples``, ``optimizer``).
-    Wall-clock of the inner steps and of the held-out fits is reported separately
-    (``timing.inner_s``, ``timing.heldout_fit_s``).
-    """
-
-    method = "svi"
-    compiles_training_loss = False
-
-    def __init__(self, model: GenerativeModel, optimizer: Callable, inner_optimizer: Callable, heldout: dict, flavour: str = "persistent", inner_steps: int = 20, inner_grad_clip: float | None = 5.0, guide: nn.Module | None = None, **kwargs):
-        if flavour not in FLAVOURS:
-            raise ValueError(f"flavour={flavour!r} is not one of {FLAVOURS}")
-        super().__init__(model, guide if flavour == "encoder" else None, optimizer, **kwargs)
-        self.flavour, self.inner_steps, self.inner_optimizer, self.inner_grad_clip = flavour, inner_steps, plain_partial(inner_optimizer), inner_grad_clip
-        self.heldout = {**heldout, "optimizer": plain_partial(heldout["optimizer"])}
-        self.local: LocalGaussian | None = None
-        self.heldout_steps: list = []  # the held-out fits (vibench.local_fit.FitResult) of this test epoch
-
-    def describe(self) -> dict:
-        opt = self.inner_optimizer
-        inner = {"name": getattr(opt, "func", opt).__name__, **getattr(opt, "keywords", {})}
-        heldout = {k: v for k, v in self.heldout.items() if k != "optimizer"}
-        h_opt = self.heldout["optimizer"]
-        heldout["optimizer"] = {"name": getattr(h_opt, "func", h_opt).__name__, **getattr(h_opt, "keywords", {})}
-        return {**super().describe(), "svi_flavour": self.flavour, "inner_steps": self.inner_steps, "inner_optimizer": inner, "inner_grad_clip": self.inner_grad_clip, "heldout": heldout}
-
-    def setup(self, stage: str) -> None:
-        if self.flavour == "persistent" and self.local is None:
-            n_train = self.trainer.datamodule.sizes()["n_train"]
-            self.local = LocalGaussian(n_train, self.model.latent).to(self.device)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """A persistent run's checkpoint holds its q_i table (``local.table``), which :meth:`setup`
-        builds only when training starts: build it to the checkpoint's size first, so that a
-        checkpoint can be evaluated or analysed without training (``evaluate=``)."""
-        if self.local is None and "local.table" in state_dict:
-            self.local = LocalGaussian(state_dict["local.table"].shape[0], self.model.latent).to(self.device)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def initial_params(self, x: torch.Tensor, idx: torch.Tensor, stage: str) -> torch.Tensor:
-        if self.flavour == "encoder":
-            return gaussian_params(self.guide(x, idx)).detach()
-        if self.flavour == "persistent" and stage == "train":
-            return self.local.rows(idx)
-        return torch.zeros(len(x), 2, self.model.latent, device=x.device, dtype=x.dtype)
-
-    def train_posterior(self, x, idx):
-        start = time.perf_counter()
-        params = refine(self.model, x, self.initial_params(x, idx, "train"), self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl, self.inner_grad_clip)
-        self._clock("inner_s", start)
-        if self.flavour == "persistent":
-            self.local.write(idx, params)
-        return gaussian(params)
-
-    def eval_posterior(self, x, idx, stage):
-        init = self.initial_params(x, idx, stage)
-        if stage == "val":
-            return gaussian(refine(self.model, x, init, self.inner_steps, self.inner_optimizer, self.mc_samples, self.analytic_kl, self.inner_grad_clip))
-        start = time.perf_counter()
-        h = self.heldout
-        fit = fit_heldout(self.model, x, init, h["optimizer"], h["samples"], h["max_steps"], h["window"], h["patience"], self.analytic_kl)
-        self._clock("heldout_fit_s", start)
-        self.heldout_steps.append(fit)
-        return gaussian(fit.params)
-
-    def after_backward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
-        """The model's gradient came from the refined q_i (detached); with ``flavour=encoder`` the
-        encoder learns to predict good starting points from its own ELBO, without touching the decoder."""
-        if self.flavour == "encoder":
-            recon, kl = self.elbo_terms(x, self.guide(x, idx), self.mc_samples)
-            grads = torch.autograd.grad(-(recon - kl).mean(), list(self.guide.parameters()))
-            for p, g in zip(self.guide.parameters(), grads):
-                p.grad = g
-
-    def test_step(self, batch, batch_idx):
-        """As the VAE's, plus ``elbo_inner``: the ELBO of q_i after validation's budget (``inner_steps``
-        steps from the flavour's start). ``val/elbo`` is measured that way every epoch, while the
-        test's q_i get the full held-out fit: ``test/elbo_inner`` is the test number comparable with ``val/elbo``."""
-        super().test_step(batch, batch_idx)
-        x, idx = batch
-        with torch.no_grad():
-            recon, kl = self.elbo_terms(x, self.eval_posterior(x, idx, "val"), self.mc_samples)
-        self._test_parts[-1]["elbo_inner"] = recon - kl
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        if self.heldout_steps:  # per point: mean steps of its fit, and the fraction whose stopping rule fired
-            self.test_summary["test/heldout_fit_steps"] = float(torch.cat([f.steps for f in self.heldout_steps]).double().mean())
-            self.test_summary["test/heldout_converged"] = float(torch.cat([f.converged for f in self.heldout_steps]).double().mean())
-            self.heldout_steps = []
