@@ -196,7 +196,7 @@ def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
     elif ref.noise == "seeds":
         allowance, noise = 0.0, "1 seed: tolerance only"
     elif ref.noise == "mc":
-        allowance, noise = 0.0, f"Monte Carlo: no {ref.metric}_mc_stderr (an exact-given-samples estimate), tolerance only"
+        allowance, noise, stderr = 0.0, f"Monte Carlo: no {ref.metric}_mc_stderr recorded, tolerance only", None  # not the error over points
     else:
         allowance, noise = 0.0, "none: tolerance only"
     return _verdict(ref, record, measured, stderr, ref.tolerance + allowance, noise)
