@@ -14,6 +14,10 @@ from omegaconf import DictConfig
 
 from vibench.errors import ConfigError
 
+# below this fraction of converged per-point fits (gap q*, SVI held-out q_i), the run warns
+CONVERGED_ENOUGH = 0.95
+
+
 def check_gap_request(cfg: DictConfig, module) -> Path | None:
     """Refuse a gap analysis that cannot run, before training; return the checkpoint to analyse, if any."""
     if not cfg.gap.enabled:
@@ -86,7 +90,7 @@ def fit_progress(what: str, n_batches: int, max_steps: int):
         yield on_window
 def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
     """A warning when q*'s fits did not converge: ELBO[q*] is then underestimated, the amortization gap too."""
-    if gaps["gap/converged"] >= 0.95:
+    if gaps["gap/converged"] >= CONVERGED_ENOUGH:
         return None
     return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap points stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
             f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
@@ -95,7 +99,7 @@ def heldout_warning(metrics: dict[str, float], cfg: DictConfig) -> str | None:
     """SVI: a warning when fewer than 95% of the test points' q_i fits converged: the test ELBO and
     IW bound then understate what the fitted q_i would reach (every comparison with SVI inherits it)."""
     converged = metrics.get("test/heldout_converged")
-    if converged is None or converged >= 0.95:
+    if converged is None or converged >= CONVERGED_ENOUGH:
         return None
     return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.heldout.max_steps={cfg.inference.heldout.max_steps} "
             f"before their stopping rule fired: test/elbo and test/iw_ll are underestimated. Raise inference.heldout.max_steps.")

@@ -21,28 +21,21 @@ from pathlib import Path
 from vibench import points
 from vibench.errors import VibenchError
 from vibench.paired import paired_difference, seed_interval, unpaired_difference
-from vibench.resume import result_config
+from vibench.resume import is_seed_key, result_config
 from vibench.selection import collect_records
 
 
-def ignored(key: str) -> bool:
-    """The seed and the settings that default to it (``dataset.shuffle_seed``, ``dataset.subset_seed``)."""
-    return key == "seed" or key.endswith("_seed")
-
-
-
-def varying_keys(records: list[dict]) -> set[str]:
-    """Result-changing settings (:func:`~vibench.resume.result_config`) with more than one value among ``records``, but the seed."""
-    flats = [result_config(r.get("config") or {}) for r in records]
+def varying_keys(flats: list[dict]) -> set[str]:
+    """Keys of flattened configs (:func:`~vibench.resume.result_config`) with more than one value among them, but the seeds."""
     keys = set().union(*flats) if flats else set()
-    return {k for k in keys if not ignored(k) and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
+    return {k for k in keys if not is_seed_key(k) and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
 
 
-def groups(records: list[dict], keys: list[str]) -> dict[tuple, dict[int, dict]]:
-    """``{(value of each key): {seed: record}}``; of two records of one seed, the later one."""
+def groups(records: list[dict], flats: list[dict], keys: list[str]) -> dict[tuple, dict[int, dict]]:
+    """``{(value of each key): {seed: record}}`` (``flats[i]`` is ``records[i]``'s flattened config);
+    of two records of one seed, the later one."""
     out: dict[tuple, dict[int, dict]] = {}
-    for rec in sorted(records, key=lambda r: r.get("created", "")):
-        flat = result_config(rec.get("config") or {})
+    for rec, flat in sorted(zip(records, flats), key=lambda rf: rf[0].get("created", "")):
         out.setdefault(tuple(flat.get(k) for k in keys), {})[flat.get("seed")] = rec
     return out
 
@@ -67,8 +60,9 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
     side_b = [r for r in side_b if r.get("status") == "completed" and r.get("metrics")]
     if not side_a or not side_b:
         raise VibenchError("each side needs at least one completed run record.")
-    keys = sorted(varying_keys(side_a) | varying_keys(side_b))
-    ga, gb = groups(side_a, keys), groups(side_b, keys)
+    flat_a, flat_b = ([result_config(r.get("config") or {}) for r in side] for side in (side_a, side_b))
+    keys = sorted(varying_keys(flat_a) | varying_keys(flat_b))
+    ga, gb = groups(side_a, flat_a, keys), groups(side_b, flat_b, keys)
     if len(ga) == 1 or len(gb) == 1:
         pairs = [(ka, kb) for ka in ga for kb in gb]
     else:

@@ -140,6 +140,19 @@ def active_units(z_mean: torch.Tensor, threshold: float = 0.01) -> int:
     return int((z_mean.double().var(dim=0) > threshold).sum())
 
 
+def average_repeats(per_point: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """With ``iw_ll_repeats`` (``[N, R]``, from ``eval.repeats``): each point's ``iw_ll`` becomes the
+    mean of its R estimates and ``iw_ll_mc_var`` that mean's Monte Carlo variance (divided by R);
+    without, ``per_point`` as it is."""
+    if "iw_ll_repeats" not in per_point:
+        return per_point
+    repeats = per_point["iw_ll_repeats"].double()
+    out = {**per_point, "iw_ll": repeats.mean(dim=1)}
+    if "iw_ll_mc_var" in per_point:
+        out["iw_ll_mc_var"] = per_point["iw_ll_mc_var"] / repeats.shape[1]
+    return out
+
+
 def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[str, float]:
     """Dataset-level metrics from per-datapoint tensors (each ``[N]``; ``z_mean`` ``[N, latent]``).
 
@@ -151,12 +164,11 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
     point's ``iw_ll`` is the mean of its R estimates, ``iw_ll_repeats`` lists the R dataset means and
     ``iw_ll_repeat_sd`` is their sample standard deviation (pythae reports IS-200 this way, R = 5).
     """
+    per_point = average_repeats(per_point)
     n = per_point["iw_ll"].shape[0]
     out: dict[str, float] = {}
     if "iw_ll_repeats" in per_point:  # [N, R]: R estimates with fresh samples; the point's estimate is their mean
-        repeats = per_point["iw_ll_repeats"].double()
-        per_point = {**per_point, "iw_ll": repeats.mean(dim=1)}
-        means = repeats.mean(dim=0)  # the dataset-level estimate of each repeat, [R]
+        means = per_point["iw_ll_repeats"].double().mean(dim=0)  # the dataset-level estimate of each repeat, [R]
         out[f"{prefix}/iw_ll_repeats"] = [float(m) for m in means]
         out[f"{prefix}/iw_ll_repeat_sd"] = float(means.std()) if len(means) > 1 else 0.0
     for key in ("elbo", "iw_ll", "kl", "recon", "exact_ll", "elbo_inner"):
@@ -165,9 +177,8 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
             out[f"{prefix}/{key}"] = float(values.mean())
             if key in ("elbo", "iw_ll") and n > 1:
                 out[f"{prefix}/{key}_stderr"] = float(values.std() / n**0.5)
-    if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2; a mean of R repeats: / R
-        repeats = per_point["iw_ll_repeats"].shape[1] if "iw_ll_repeats" in per_point else 1
-        out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n / repeats**0.5)
+    if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2
+        out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n)
     if "z_mean" in per_point:
         out[f"{prefix}/active_units"] = active_units(per_point["z_mean"])
     out[f"{prefix}/n"] = n

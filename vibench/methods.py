@@ -249,8 +249,9 @@ class AmortizedVI(TrainingMetrics):
             ids = per_point["idx"][order]
             first = torch.cat([torch.ones(1, dtype=torch.bool, device=ids.device), ids[1:] != ids[:-1]])
             per_point = {k: v[order[first]] for k, v in per_point.items()}
-        self.test_points = {k: v.cpu() for k, v in per_point.items() if k != "z_mean"}  # for the per-point sidecar
-        self.test_summary = summarize({k: v.cpu() for k, v in per_point.items() if k != "idx"}, "test")
+        per_point = {k: v.cpu() for k, v in per_point.items()}
+        self.test_points = {k: v for k, v in per_point.items() if k != "z_mean"}  # for the per-point sidecar
+        self.test_summary = summarize({k: v for k, v in per_point.items() if k != "idx"}, "test")
         self.log_to_loggers({k: float(v) for k, v in self.test_summary.items() if not isinstance(v, list)})
 
     def configure_optimizers(self):

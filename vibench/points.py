@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vibench.atomic import atomic_write
+from vibench.evaluation import average_repeats
 
 KEYS = ("iw_ll", "elbo", "kl", "recon", "iw_ll_mc_var", "elbo_inner", "exact_ll")
 
@@ -37,10 +38,7 @@ def sidecar_values(per_point: dict[str, torch.Tensor], rows: torch.Tensor | None
     ``test_rows``) maps them to rows of the full test split, so that subsets drawn differently
     never share an index. With ``iw_ll_repeats`` (``[N, R]``), a point's ``iw_ll`` is the mean of
     its R estimates, as in the record."""
-    values = dict(per_point)
-    if "iw_ll_repeats" in values:
-        values["iw_ll"] = values["iw_ll_repeats"].double().mean(dim=1)
-        values["iw_ll_mc_var"] = values["iw_ll_mc_var"] / values["iw_ll_repeats"].shape[1]
+    values = average_repeats(per_point)
     idx = values["idx"].cpu().long()
     index = (rows.cpu()[idx] if rows is not None else idx).numpy().astype(np.int64)
     order = np.argsort(index, kind="stable")

@@ -185,21 +185,28 @@ def compare(ref: Reference, record: dict[str, Any]) -> Comparison:
         return Comparison(ref, record, "not comparable", why=f"the record has no {ref.metric}")
     measured = float(metrics[ref.metric])
     stderr = metrics.get(f"{ref.metric}_stderr")
-    mc = metrics.get(f"{ref.metric}_mc_stderr")
-    repeats = metrics.get(f"{ref.metric}_repeats") or []
-    if mc is not None and len(repeats) > 1:  # measured spread of the repeats: the delta method can run small (heavy-tailed weights)
-        mc = max(float(mc), float(metrics[f"{ref.metric}_repeat_sd"]) / len(repeats) ** 0.5)
+    allowance, noise = 0.0, "none: tolerance only"
     if ref.noise == "stderr" and stderr is not None:
         allowance, noise = 2 * float(stderr), f"test points: 2 × {float(stderr):.3f}"
-    elif ref.noise == "mc" and mc is not None:
-        allowance, noise, stderr = 2 * float(mc), f"Monte Carlo: 2 × {float(mc):.4f}", mc
-    elif ref.noise == "seeds":
-        allowance, noise = 0.0, "1 seed: tolerance only"
     elif ref.noise == "mc":
-        allowance, noise, stderr = 0.0, f"Monte Carlo: no {ref.metric}_mc_stderr recorded, tolerance only", None  # not the error over points
-    else:
-        allowance, noise = 0.0, "none: tolerance only"
+        stderr = monte_carlo_error(metrics, ref.metric)  # not the error over points
+        allowance, noise = (2 * stderr, f"Monte Carlo: 2 × {stderr:.4f}") if stderr is not None else (0.0, f"Monte Carlo: no {ref.metric}_mc_stderr recorded, tolerance only")
+    elif ref.noise == "seeds":
+        noise = "1 seed: tolerance only"
     return _verdict(ref, record, measured, stderr, ref.tolerance + allowance, noise)
+
+
+def monte_carlo_error(metrics: dict[str, Any], metric: str) -> float | None:
+    """The Monte Carlo standard error of ``metric``: the delta method's (``<metric>_mc_stderr``) or,
+    with ``eval.repeats``, the measured spread of the repeats' mean when that is larger (the delta
+    method runs small for heavy-tailed weights); ``None`` when not recorded."""
+    mc = metrics.get(f"{metric}_mc_stderr")
+    if mc is None:
+        return None
+    repeats = metrics.get(f"{metric}_repeats") or []
+    if len(repeats) > 1:
+        return max(float(mc), float(metrics[f"{metric}_repeat_sd"]) / len(repeats) ** 0.5)
+    return float(mc)
 
 
 def _verdict(ref: Reference, record: dict[str, Any], measured: float, stderr: float | None, allowed: float, noise: str, runs: tuple[str, ...] = ()) -> Comparison:

@@ -51,13 +51,18 @@ def fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def is_seed_key(key: str) -> bool:
+    """The seed and the settings that default to it (``dataset.shuffle_seed``, ``dataset.subset_seed``)."""
+    return key == "seed" or key.endswith("_seed") or key.endswith(".seed")
+
+
 def config_group(config: dict[str, Any]) -> str:
     """``cfg-<hash>`` of a :func:`result_config` output without its seeds (``seed``, and keys such
     as ``dataset.shuffle_seed`` that default to it): runs that differ only in their seed share it
     (the record's ``config_group``, W&B's ``job_type``). Give it the *unresolved* configuration,
     where a value derived from the seed is still ``${seed}``; of a resolved one, every key named
     ``seed`` or ``*_seed`` is left out."""
-    return "cfg-" + fingerprint({k: v for k, v in config.items() if not (k == "seed" or k.endswith("_seed") or k.endswith(".seed"))})[:10]
+    return "cfg-" + fingerprint({k: v for k, v in config.items() if not is_seed_key(k)})[:10]
 
 
 def record_config_group(record: dict[str, Any]) -> str:

@@ -38,14 +38,12 @@ def seed_summary(records: list[dict[str, Any]], metrics: tuple[str, ...] = METRI
     return sorted(rows, key=lambda r: r["label"])
 
 
-def _f2(x) -> str:
-    return "" if x is None else f"{x:.2f}"
-
-
 def print_seed_table(records: list[dict]) -> None:
     """The seed summary on the terminal too (nothing when no configuration has several seeds)."""
     from rich.console import Console
     from rich.table import Table
+
+    from vibench.check import fmt
 
     rows = seed_summary(records)
     if not rows:
@@ -54,5 +52,5 @@ def print_seed_table(records: list[dict]) -> None:
     for col in ("configuration", "test/elbo", "test/iw_ll", "n"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for r in rows:
-        t.add_row(r["label"], f"{_f2(r['test/elbo'])} ± {_f2(r['test/elbo_sd'])}", f"{_f2(r['test/iw_ll'])} ± {_f2(r['test/iw_ll_sd'])}", str(r["n"]))
+        t.add_row(r["label"], f"{fmt(r['test/elbo'])} ± {fmt(r['test/elbo_sd'])}", f"{fmt(r['test/iw_ll'])} ± {fmt(r['test/iw_ll_sd'])}", str(r["n"]))
     Console(width=None if Console().is_terminal else 160).print(t)
