@@ -25,11 +25,11 @@ def test_aevb_mnist_preset_pins_kingma_welling_setting(compose_cfg):
     cfg = compose_cfg("+experiment=aevb_mnist")
     assert cfg.dataset.name == "binarized_mnist" and cfg.dataset.batch_size == 100
     assert list(cfg.model.decoder.hidden) == [500] and cfg.model.decoder.activation == "tanh"
-    assert list(cfg.inference.guide.hidden) == [500] and cfg.mc_samples == 1
+    assert list(cfg.inference.strategy.encoder.hidden) == [500] and cfg.mc_samples == 1
     assert cfg.iw_samples == 5000 and cfg.optimizer._target_ == "torch.optim.Adam"
     # command-line overrides win over the preset
     cfg = compose_cfg("+experiment=aevb_mnist", "latent=5", "iw_samples=100")
-    assert cfg.latent == 5 and cfg.iw_samples == 100 and cfg.inference.guide.latent == 5
+    assert cfg.latent == 5 and cfg.iw_samples == 100 and cfg.inference.strategy.encoder.latent == 5
 
 
 @pytest.mark.parametrize(
@@ -42,14 +42,14 @@ def test_aevb_mnist_preset_pins_kingma_welling_setting(compose_cfg):
         ("iw_samples=-3", "iw_samples must be an integer >= 1"),
         ("annealing=constant annealing.fn.beta=-1", "annealing.fn.beta must be a number >= 0"),
         ("annealing=cyclical annealing.fn.ratio=1.5", "annealing.fn.ratio must be a number in [0, 1]"),
-        ("objective.name=vimco", "objective.name must be elbo or iwae"),
+        ("objective=iwae objective.samples=0", "objective.samples must be an integer >= 1"),
         ("optimizer.lr=0", "optimizer.lr must be a number > 0"),
         ("eval.chunk_mib=0", "eval.chunk_mib must be a number > 0"),
         ("analytic_kl=maybe", "analytic_kl must be true or false"),
         ("dataset.test_subset=0", "dataset.test_subset must be null or an integer >= 1"),
         ("+laten=5", "'laten' is not a vibench setting (was it added with +laten=...?). Did you mean 'latent'?"),
         ("+model.decoder.hiden=[10]", "model.decoder.hiden is not a setting of vibench.networks.Decoder. Did you mean 'hidden'?"),
-        ("+inference.guide.foo=1", "inference.guide.foo is not a setting of vibench.networks.GaussianEncoder"),
+        ("+inference.strategy.encoder.foo=1", "inference.strategy.encoder.foo is not a setting of vibench.networks.Encoder"),
         ("optimizer._target_=torch.optim.Adamm", "optimizer._target_='torch.optim.Adamm' cannot be imported"),
     ],
 )

@@ -54,11 +54,11 @@ def test_compiled_chunk_matches_eager():
     """The compiled evaluation gives the eager one's numbers for the same samples (same seed)."""
     from vibench.evaluation import chunk_terms
     from vibench.model import GenerativeModel
-    from vibench.networks import Decoder, GaussianEncoder
+    from vibench.networks import Decoder, Encoder
 
     torch.manual_seed(0)
     model = GenerativeModel(4, Decoder(4, 30, [16])).eval()
-    enc = GaussianEncoder(30, 4, [16])
+    enc = Encoder(30, 4, [16])
     x = (torch.rand(7, 30) < 0.3).float()
     compiled = CompiledChunk(model)
     q = enc(x)

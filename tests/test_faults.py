@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vibench.errors import NonFiniteLoss
-from vibench.methods import AmortizedVI
+from vibench.methods import VariationalInference
 from vibench.run import run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -24,13 +24,13 @@ def records_in(folder):
 
 
 def test_nan_loss_stops_the_run_names_the_step_and_records_failure(compose_cfg, tmp_path, monkeypatch):
-    real = AmortizedVI.training_loss
+    real = VariationalInference.training_loss
 
     def poisoned(self, x, idx):
         loss = real(self, x, idx)
         return loss * float("nan") if self.global_step >= 3 else loss
 
-    monkeypatch.setattr(AmortizedVI, "training_loss", poisoned)
+    monkeypatch.setattr(VariationalInference, "training_loss", poisoned)
     cfg = compose_cfg("trainer.max_epochs=3", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=2", "logger=none")
     with pytest.raises(NonFiniteLoss) as e:
         run(cfg)

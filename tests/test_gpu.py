@@ -36,11 +36,11 @@ def test_training_and_test_on_cuda(tmp_path):
 def test_compiled_evaluation_on_cuda_matches_eager():
     from vibench.evaluation import CompiledChunk, evaluate_batch
     from vibench.model import GenerativeModel
-    from vibench.networks import Decoder, GaussianEncoder
+    from vibench.networks import Decoder, Encoder
 
     torch.manual_seed(0)
     model = GenerativeModel(20, Decoder(20, 784, [500])).cuda()
-    enc = GaussianEncoder(784, 20, [500]).cuda()
+    enc = Encoder(784, 20, [500]).cuda()
     x = (torch.rand(200, 784, device="cuda") < 0.2).float()
     with torch.no_grad():
         torch.manual_seed(1)
@@ -72,7 +72,7 @@ def test_local_parallel_pins_each_job_to_a_gpu(tmp_path):
 
 # --- the selection logic of those paths, on any machine ---------------------------------------
 def test_device_for_job_packs_jobs_round_robin():
-    from vibench.run import device_for_job
+    from vibench.trainer_build import device_for_job
 
     assert [device_for_job(j, 4)["devices"] for j in range(8)] == [[0], [1], [2], [3], [0], [1], [2], [3]]  # n_jobs=8: 2 per GPU
     assert device_for_job(5, 1) == {"accelerator": "gpu", "devices": [0]}  # every job on the one GPU

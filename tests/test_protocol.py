@@ -93,7 +93,7 @@ def test_default_init_is_torchs_own():
 def test_init_reaches_encoder_and_decoder(compose_cfg):
     cfg = compose_cfg("model.init=normal")
     model = instantiate(cfg.model)
-    guide = instantiate(cfg.inference.guide)
+    guide = instantiate(cfg.inference.strategy.encoder)
     for net in (model.decoder.net, guide.net):
         w = torch.cat([p.detach().flatten() for p in net.parameters()])
         assert w.std().item() == pytest.approx(0.01, rel=0.05)
@@ -112,7 +112,7 @@ def test_run_with_repeats_and_early_stopping_tests_the_best_checkpoint(compose_c
     tested is that checkpoint's (its val ELBO and its test ELBO are reproduced from the file)."""
     from vibench.analyses import load_checkpoint
     from vibench.evaluation import evaluate_batch
-    from vibench.methods import AmortizedVI
+    from vibench.methods import VariationalInference
     from vibench.run import run
 
     cfg = compose_cfg("trainer.max_epochs=60", "optimizer.lr=3e-2", "early_stopping.patience=2", "checkpoint.select=best", "eval.repeats=3", "iw_samples=50", "logger=csv", "images=false", "dataset.batch_size=50")
@@ -128,11 +128,11 @@ def test_run_with_repeats_and_early_stopping_tests_the_best_checkpoint(compose_c
     assert len(rec["metrics"]["test/iw_ll_repeats"]) == 3 and rec["metrics"]["test/iw_ll_repeat_sd"] > 0
     # the tested weights are best.ckpt's: its test ELBO (analytic KL; recon over 2000 samples) matches
     module = instantiate(cfg.inference, model=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
-    assert isinstance(module, AmortizedVI)
+    assert isinstance(module, VariationalInference) and module.method == "aevb"
     module.load_state_dict(load_checkpoint(chosen["path"])["state_dict"])
     from vibench.data import DataModule  # noqa: F401  (the datamodule's splits give the test points)
 
     splits = instantiate(cfg.dataset, steps_per_call=1, step_multiple=None).load()
     torch.manual_seed(1)
-    parts = evaluate_batch(module.model, module.guide, splits.test, None, 2000, 200)
+    parts = evaluate_batch(module.model, module.encoder, splits.test, None, 2000, 200)
     assert parts["elbo"].mean().item() == pytest.approx(rec["metrics"]["test/elbo"], abs=0.1)

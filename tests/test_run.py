@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vibench.methods import AmortizedVI
+from vibench.methods import VariationalInference
 from vibench.records import read_record
 from vibench.run import run
 
@@ -57,7 +57,7 @@ def test_failure_mid_run_leaves_a_failed_record(compose_cfg, tmp_path, monkeypat
     def broken(self, batch, batch_idx):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(AmortizedVI, "training_step", broken)
+    monkeypatch.setattr(VariationalInference, "training_step", broken)
     with pytest.raises(RuntimeError, match="injected"):
         run(compose_cfg("trainer.max_epochs=1", "logger=none"))
     rec = only_record(tmp_path / "runs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -10,9 +11,9 @@ import torch
 from tests.linear_gaussian import FixedGuide, make_model, sample_data
 from vibench.evaluation import evaluate_batch
 from vibench.gap import gap_decomposition, summarize_gaps
-from vibench.guides import LocalGaussian, gaussian, gaussian_params
+from vibench.families import DiagonalGaussian
 from vibench.local_fit import fit_heldout, refine
-from vibench.networks import Decoder, GaussianEncoder
+from vibench.networks import Decoder, Encoder
 from vibench.model import GenerativeModel
 from vibench.records import read_record
 from vibench.run import run
@@ -20,15 +21,15 @@ from vibench.run import run
 adam = functools.partial(torch.optim.Adam, lr=2e-2)
 
 
-def test_local_gaussian_round_trip_and_row_writes():
-    local = LocalGaussian(5, 3)
-    q = local(None, torch.tensor([0, 4]))
+gaussian = DiagonalGaussian(2)
+
+
+def test_gaussian_family_starts_at_the_prior_and_reads_mean_then_log_variance():
+    family = DiagonalGaussian(3)
+    q = family.distribution(family.init_params(2))
     assert torch.allclose(q.mean, torch.zeros(2, 3)) and torch.allclose(q.stddev, torch.ones(2, 3))
-    params = torch.randn(2, 2, 3)
-    local.write(torch.tensor([1, 3]), params)
-    assert torch.allclose(local.rows(torch.tensor([1, 3])), params)
-    assert torch.equal(local.table[[0, 2, 4]], torch.zeros(3, 2, 3))  # other rows untouched
-    assert torch.allclose(gaussian_params(gaussian(params)), params, atol=1e-6)
+    q = family.distribution(torch.tensor([[1.0, 2.0, 3.0, 0.0, 2 * math.log(2), -2 * math.log(2)]]))
+    assert torch.allclose(q.mean, torch.tensor([[1.0, 2.0, 3.0]])) and torch.allclose(q.stddev, torch.tensor([[1.0, 2.0, 0.5]]))
 
 
 def test_svi_reaches_the_exact_posterior_with_orthogonal_w():
@@ -36,12 +37,12 @@ def test_svi_reaches_the_exact_posterior_with_orthogonal_w():
     torch.manual_seed(0)
     model = make_model(dim=6, latent=2, orthogonal=True)
     x = sample_data(model, 100)
-    init = torch.zeros(len(x), 2, 2, dtype=torch.float64)
-    fit = fit_heldout(model, x, init, adam, samples=8, max_steps=3000, window=100, patience=5)
+    init = gaussian.init_params(len(x), dtype=torch.float64)
+    fit = fit_heldout(model, gaussian, x, init, adam, samples=8, max_steps=3000, window=100, patience=5)
     params = fit.params
     assert fit.converged.all() and (fit.steps < 3000).all() and len(set(fit.steps.tolist())) > 1  # each point stopped by its own rule
     post = model.exact_posterior(x)
-    q = gaussian(params)
+    q = gaussian.distribution(params)
     # log p(x) - ELBO(q) = KL(q || p(z|x)) exactly; both Gaussian, so it is closed-form: no MC noise
     q_full = torch.distributions.MultivariateNormal(q.mean, covariance_matrix=torch.diag_embed(q.variance))
     gap = torch.distributions.kl_divergence(q_full, post)
@@ -52,14 +53,14 @@ def test_svi_reaches_the_exact_posterior_with_orthogonal_w():
     assert (out["elbo"] - (exact - gap)).mean().abs() < 0.01
     # the fitted parameters are the posterior's, up to the noise of the last stochastic steps
     # (a mean off by 0.3 posterior standard deviations costs 0.045 nats of KL)
-    assert ((params[:, 0] - post.mean).abs() / post.stddev).max() < 0.3
-    assert torch.allclose(params[:, 1].exp(), post.variance, rtol=0.2)
+    assert ((params[:, :2] - post.mean).abs() / post.stddev).max() < 0.3
+    assert torch.allclose(params[:, 2:].exp(), post.variance, rtol=0.2)
 
 
 def test_refine_touches_only_local_parameters():
     model = make_model()
     x = sample_data(model, 10)
-    params = refine(model, x, torch.zeros(10, 2, 2, dtype=torch.float64), 5, functools.partial(torch.optim.SGD, lr=0.1))
+    params = refine(model, gaussian, x, gaussian.init_params(10, dtype=torch.float64), 5, functools.partial(torch.optim.SGD, lr=0.1))
     assert not params.requires_grad and params.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
 
@@ -67,7 +68,7 @@ def test_refine_touches_only_local_parameters():
 def small_vae(seed=0):
     torch.manual_seed(seed)
     model = GenerativeModel(4, Decoder(4, 64, hidden=[32], likelihood="bernoulli")).double()
-    encoder = GaussianEncoder(64, 4, hidden=[32]).double()
+    encoder = Encoder(64, 4, hidden=[32]).double()
     return model, encoder
 
 
@@ -89,10 +90,10 @@ def test_fitted_q_star_beats_the_encoder_and_gaps_add_up():
     assert summary["gap/n"] == 40
 
 
-@pytest.mark.parametrize("flavour", ["persistent", "reset", "encoder"])
-def test_svi_runs_end_to_end_and_records_its_flavour(compose_cfg, tmp_path, flavour):
-    cfg = compose_cfg("inference=svi", f"inference.flavour={flavour}", "inference.inner_steps=3", "trainer.max_epochs=1", "iw_samples=100",
-                      "inference.heldout.max_steps=100", "logger=none", "images=false")
+@pytest.mark.parametrize("inference, flavour", [("svi", "persistent"), ("svi_reset", "reset"), ("svi_encoder", "encoder")])
+def test_svi_runs_end_to_end_and_records_its_flavour(compose_cfg, tmp_path, inference, flavour):
+    cfg = compose_cfg(f"inference={inference}", "inference.strategy.inner_steps=3", "trainer.max_epochs=1", "iw_samples=100",
+                      "inference.strategy.heldout.max_steps=100", "logger=none", "images=false")
     run(cfg)
     (path,) = (tmp_path / "runs").glob("*.json")
     rec = read_record(path)
@@ -104,12 +105,12 @@ def test_svi_runs_end_to_end_and_records_its_flavour(compose_cfg, tmp_path, flav
     assert 0 < m["test/heldout_fit_steps"] <= 100
     # 100 steps cannot show more than 3 non-improving 50-step windows: no fit converged, and the record says so
     assert m["test/heldout_converged"] == 0.0
-    assert any("held-out q_i fits of 100%" in w and "Raise inference.heldout.max_steps" in w for w in rec["warnings"])
+    assert any("held-out q_i fits of 100%" in w and "Raise inference.strategy.heldout.max_steps" in w for w in rec["warnings"])
 
 
 def test_svi_learns_linear_gaussian_and_approaches_exact_ll(compose_cfg, tmp_path):
     cfg = compose_cfg("+experiment=linear_gaussian", "inference=svi", "dataset.source.orthogonal=true", "trainer.max_epochs=10",
-                      "inference.inner_steps=10", "inference.inner_optimizer.lr=0.05", "inference.inner_optimizer.momentum=0.5",
+                      "inference.strategy.inner_steps=10", "inference.strategy.inner_optimizer.lr=0.05", "inference.strategy.inner_optimizer.momentum=0.5",
                       "iw_samples=500", "logger=none")
     run(cfg)
     (path,) = (tmp_path / "runs").glob("*.json")
@@ -164,7 +165,7 @@ def test_gap_refuses_svi_before_training(compose_cfg):
 def test_clip_per_datapoint_known_values():
     from vibench.local_fit import clip_per_datapoint
 
-    g = torch.tensor([[[3.0, 0.0], [0.0, 4.0]], [[0.3, 0.0], [0.0, 0.4]]])  # row norms 5 and 0.5
+    g = torch.tensor([[3.0, 0.0, 0.0, 4.0], [0.3, 0.0, 0.0, 0.4]])  # row norms 5 and 0.5
     clipped = clip_per_datapoint(g, 1.0)
     assert torch.allclose(clipped[0], g[0] / 5) and torch.allclose(clipped[1], g[1])
     assert clip_per_datapoint(g, None) is g
@@ -181,15 +182,16 @@ def test_inner_sgd_at_lr_1_improves_a_784_dim_bernoulli_elbo():
         model.decoder.net[0].weight.mul_(3)
         model.decoder.net[2].weight.mul_(3)
         x = model.likelihood(torch.randn(50, 5)).sample()
-    init = torch.zeros(50, 2, 5)
+    family = DiagonalGaussian(5)
+    init = family.init_params(50)
     sgd = functools.partial(torch.optim.SGD, lr=1.0, momentum=0.5)
 
     def elbo(params):
-        return -negative_elbo_sum(model, x, params, samples=200).item() / 50
+        return -negative_elbo_sum(model, family, x, params, samples=200).item() / 50
 
-    refined = refine(model, x, init, 20, sgd, samples=1)
+    refined = refine(model, family, x, init, 20, sgd, samples=1)
     assert elbo(refined) > elbo(init) + 50 and torch.isfinite(refined).all()
-    unclipped = refine(model, x, init, 20, sgd, samples=1, max_grad_norm=None)
+    unclipped = refine(model, family, x, init, 20, sgd, samples=1, max_grad_norm=None)
     assert elbo(refined) > elbo(unclipped)
 
 
@@ -215,7 +217,7 @@ def test_a_persistent_svi_checkpoint_can_be_evaluated_without_training(compose_c
     """evaluate= on a persistent SVI run loads its q_i table (it failed: 'Unexpected key(s) in
     state_dict: local.table') and tests the trained model: its ELBO is that of the run's own test
     up to Monte Carlo and fitting noise, far from an untrained model's."""
-    common = ("inference=svi", "inference.inner_steps=3", "trainer.max_epochs=2", "iw_samples=50", "inference.heldout.max_steps=100", "logger=none", "images=false")
+    common = ("inference=svi", "inference.strategy.inner_steps=3", "trainer.max_epochs=2", "iw_samples=50", "inference.strategy.heldout.max_steps=100", "logger=none", "images=false")
     run(compose_cfg(*common, f"results_dir={tmp_path / 'trained'}"))
     trained = read_record(next((tmp_path / "trained").glob("*.json")))
     run(compose_cfg(*common, f"evaluate={tmp_path / 'out'}", f"output_dir={tmp_path / 'eval'}", f"results_dir={tmp_path / 'evaluated'}"))

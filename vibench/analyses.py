@@ -22,8 +22,8 @@ def check_gap_request(cfg: DictConfig, module) -> Path | None:
     """Refuse a gap analysis that cannot run, before training; return the checkpoint to analyse, if any."""
     if not cfg.gap.enabled:
         return None
-    if module.method != "aevb":
-        raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method}. Use inference=vae (the gap_mnist preset does).")
+    if module.encoder is None:
+        raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method} without an encoder. Use inference=vae (the gap_mnist preset does).")
     if cfg.gap.checkpoint is None:
         return None
     path = Path(cfg.gap.checkpoint).expanduser()
@@ -58,7 +58,7 @@ def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
         for batch in batches:
             chunk = samples_per_chunk_for(module.model, len(batch), cfg.eval.chunk_mib)
             ais_log_px = (lambda x, q: ais_estimates(module, x, q if cfg.ais.start == "encoder" else module.model.prior().expand([len(x)]), cfg).log_px) if cfg.ais.enabled else None
-            parts.append(gap_decomposition(module.model, module.guide, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window, ais_log_px=ais_log_px))
+            parts.append(gap_decomposition(module.model, module.encoder, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window, ais_log_px=ais_log_px))
     return summarize_gaps(parts)
 
 
@@ -101,8 +101,8 @@ def heldout_warning(metrics: dict[str, float], cfg: DictConfig) -> str | None:
     converged = metrics.get("test/heldout_converged")
     if converged is None or converged >= CONVERGED_ENOUGH:
         return None
-    return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.heldout.max_steps={cfg.inference.heldout.max_steps} "
-            f"before their stopping rule fired: test/elbo and test/iw_ll are underestimated. Raise inference.heldout.max_steps.")
+    return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.strategy.heldout.max_steps={cfg.inference.strategy.heldout.max_steps} "
+            f"before their stopping rule fired: test/elbo and test/iw_ll are underestimated. Raise inference.strategy.heldout.max_steps.")
 
 
 def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
@@ -117,7 +117,7 @@ def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
     out = {}
     for estimator in ("reparam", "score"):
         for samples in d.samples:
-            v = encoder_gradient_variance(module, splits.test[idx], idx, estimator, int(samples), d.repeats)
+            v = encoder_gradient_variance(module.model, module.encoder, splits.test[idx], idx, estimator, int(samples), d.repeats, cfg.analytic_kl)
             out[f"gradvar/{estimator}_L{samples}"] = v["variance"]
     return out
 def make_images(module, splits, cfg: DictConfig) -> dict:
@@ -128,7 +128,7 @@ def make_images(module, splits, cfg: DictConfig) -> dict:
 
     model = module.model.eval()
     idx = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(cfg.seed))[:32].to(splits.test.device)
-    posterior = lambda x, i: module.eval_posterior(x, i, "val")  # noqa: E731  (SVI refines q_i for these points)
+    posterior = lambda x, i: module.strategy.val_q(model, x, i)  # noqa: E731  (SVI refines q_i for these points)
     images = {
         "test/reconstructions": figures.reconstructions(model, posterior, splits.test[idx], idx, splits.image_shape),
         "test/samples": figures.samples(model, 64, splits.image_shape),
@@ -148,9 +148,9 @@ def ais_estimates(module, x: torch.Tensor, start, cfg: DictConfig, progress=None
 
 def ais_start(module, x: torch.Tensor, idx, cfg: DictConfig):
     """Where AIS chains start: the encoder's q(z|x) (``ais.start=encoder``, needs an encoder) or the prior."""
-    if cfg.ais.start == "encoder" and module.guide is not None:
+    if cfg.ais.start == "encoder" and module.encoder is not None:
         with torch.no_grad():
-            return module.guide(x, idx)
+            return module.encoder(x, idx)
     return module.model.prior().expand([len(x)])
 
 
@@ -180,7 +180,7 @@ def ais_evaluation(module, splits, cfg: DictConfig) -> dict[str, float]:
             x = splits.test[batch]
             res = ais_estimates(module, x, ais_start(module, x, batch, cfg), cfg, advance)
             log_px.append(res.log_px), se2.append(res.stderr**2), rates.append(res.accept_rate)
-            q = module.guide if module.guide is not None else (lambda x_, i_: module.eval_posterior(x_, i_, "test"))
+            q = module.encoder if module.encoder is not None else (lambda x_, i_: module.strategy.test_q(module.model, x_, i_)[0])
             chunk = samples_per_chunk_for(module.model, len(x), cfg.eval.chunk_mib)
             iw.append(evaluate_batch(module.model, q, x, batch, a.iw_samples, chunk)["iw_ll"])
         out = summarize_ais(torch.cat(log_px), torch.cat(se2), torch.cat(iw), sum(rates) / len(rates))

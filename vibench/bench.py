@@ -17,150 +17,20 @@ time from the command line to the first training step. Results go to ``results/b
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-D, H, Z, BATCH = 784, 500, 20, 100
-
-
-def quantiles(xs: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-    return {"median": statistics.median(xs), "q1": q[0], "q3": q[2], "n": len(xs)}
+from vibench.bench_costs import quantiles, eval_rate, matmul_gflops, startup_latency, svi_cost, sync  # noqa: F401
+from vibench.bench_contenders import BATCH, D, H, Z, PlainLoop, PyroLoop, PythaeLoop, optional  # noqa: F401
 
 
-class PlainLoop:
-    """The reference: a minimal PyTorch loop of the identical model, independent of vibench's code."""
-
-    def __init__(self, data: torch.Tensor, fused: bool = False, seed: int = 0):
-        torch.manual_seed(seed)
-        self.data, self.g = data, torch.Generator().manual_seed(seed)
-        self.enc = nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, 2 * Z)).to(data.device)
-        self.dec = nn.Sequential(nn.Linear(Z, H), nn.Tanh(), nn.Linear(H, D)).to(data.device)
-        self.opt = torch.optim.Adam([*self.enc.parameters(), *self.dec.parameters()], lr=1e-3, fused=fused or None)
-        self.prior = Independent(Normal(torch.zeros(Z, device=data.device), torch.ones(Z, device=data.device)), 1)
-
-    def block(self, steps: int) -> None:
-        for _ in range(steps):
-            x = self.data[torch.randint(len(self.data), (BATCH,), generator=self.g).to(self.data.device)]
-            mu, logvar = self.enc(x).chunk(2, -1)
-            q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
-            recon = Independent(Bernoulli(logits=self.dec(q.rsample())), 1).log_prob(x)
-            loss = -(recon - kl_divergence(q, self.prior)).mean()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-
-
-class PyroLoop:
-    """Pyro SVI with Trace_ELBO on the identical model (pyro-ppl, optional)."""
-
-    def __init__(self, data: torch.Tensor):
-        import pyro
-        import pyro.distributions as pdist
-        from pyro.infer import SVI, Trace_ELBO
-        from pyro.optim import Adam
-
-        pyro.clear_param_store()
-        self.data, self.g = data, torch.Generator().manual_seed(1)
-        enc = nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, 2 * Z))
-        dec = nn.Sequential(nn.Linear(Z, H), nn.Tanh(), nn.Linear(H, D))
-
-        def model(x):
-            pyro.module("decoder", dec)
-            with pyro.plate("data", len(x)):
-                z = pyro.sample("z", pdist.Normal(torch.zeros(len(x), Z), 1.0).to_event(1))
-                pyro.sample("x", pdist.Bernoulli(logits=dec(z)).to_event(1), obs=x)
-
-        def guide(x):
-            pyro.module("encoder", enc)
-            mu, logvar = enc(x).chunk(2, -1)
-            with pyro.plate("data", len(x)):
-                pyro.sample("z", pdist.Normal(mu, torch.exp(0.5 * logvar)).to_event(1))
-
-        # Pyro's loss sums over the batch where the others average; Adam's step does not depend on that scale.
-        self.svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=Trace_ELBO())
-
-    def block(self, steps: int) -> None:
-        for _ in range(steps):
-            self.svi.step(self.data[torch.randint(len(self.data), (BATCH,), generator=self.g)])
-
-
-class PythaeLoop:
-    """pythae's VAE (its model, loss and reparameterization) trained by pythae's own ``BaseTrainer``
-    (pythae, optional). A block is one trainer epoch over a dataset of ``block`` minibatches, so
-    its DataLoader, per-step ``loss.item()`` and progress bar are counted, as a pythae user pays them."""
-
-    def __init__(self, data: torch.Tensor, block: int, workdir: str):
-        from pythae.data.datasets import BaseDataset
-        from pythae.models import VAE, VAEConfig
-        from pythae.models.base.base_utils import ModelOutput
-        from pythae.models.nn import BaseDecoder, BaseEncoder
-        from pythae.trainers import BaseTrainer, BaseTrainerConfig
-
-        class Enc(BaseEncoder):
-            def __init__(self):
-                super().__init__()
-                self.net, self.mu, self.lv = nn.Sequential(nn.Linear(D, H), nn.Tanh()), nn.Linear(H, Z), nn.Linear(H, Z)
-
-            def forward(self, x):
-                h = self.net(x.reshape(len(x), -1))
-                return ModelOutput(embedding=self.mu(h), log_covariance=self.lv(h))
-
-        class Dec(BaseDecoder):
-            def __init__(self):
-                super().__init__()
-                self.net = nn.Sequential(nn.Linear(Z, H), nn.Tanh(), nn.Linear(H, D), nn.Sigmoid())
-
-            def forward(self, z):
-                return ModelOutput(reconstruction=self.net(z).reshape(len(z), 1, 28, 28))
-
-        model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=Z, reconstruction_loss="bce"), encoder=Enc(), decoder=Dec())
-        images = data[: block * BATCH].reshape(-1, 1, 28, 28)
-        config = BaseTrainerConfig(output_dir=workdir, num_epochs=10**6, learning_rate=1e-3, per_device_train_batch_size=BATCH, optimizer_cls="Adam", no_cuda=True, steps_saving=None, steps_predict=None)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            self.trainer = BaseTrainer(model, BaseDataset(images, torch.zeros(len(images))), training_config=config)
-            self.trainer.prepare_training()
-        self.block_steps, self.epoch = block, 0
-
-    def block(self, steps: int) -> None:
-        assert steps == self.block_steps, "a pythae block is one epoch of its trainer"
-        self.epoch += 1
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress bar still renders
-            self.trainer.train_step(self.epoch)
-
-
-def optional(name: str, make):
-    try:
-        return make()
-    except ImportError:
-        print(f"bench: {name} is not installed; skipped", file=sys.stderr)
-        return None
-
-
-def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
-    """float32 rate of the decoder's big product, [10000, 500] @ [500, 784], measured now."""
-    a, b = torch.randn(10000, H, device=device), torch.randn(H, D, device=device)
-    flops, rates = 2 * 10000 * H * D, []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(rates) < 5:
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates.append(flops / (time.perf_counter() - t) / 1e9)
-    return statistics.median(rates)
 
 
 def compose(overrides: list[str]):
@@ -178,7 +48,8 @@ def lightning_interleaved(data_overrides: list[str], contenders: dict, block: in
     import lightning as L
 
     from vibench.compiling import CompiledOrEager
-    from vibench.run import build, make_datamodule, make_trainer
+    from vibench.run import build, make_datamodule
+    from vibench.trainer_build import make_trainer
 
     times: dict[str, list[float]] = {"vibench": [], **{name: [] for name in contenders}}
 
@@ -214,104 +85,7 @@ def lightning_interleaved(data_overrides: list[str], contenders: dict, block: in
     trainer, *_ = make_trainer(cfg, workdir, "bench", False, {"limit_val_batches": 0}, extra_callbacks=(Interleave(),))
     trainer.fit(module, datamodule=datamodule)
     # the first block warms up (and includes any compiling): reported apart, left out of the ratios
-    return {k: v[1:] for k, v in times.items()}, times["vibench"][0], isinstance(module._reparam_loss, CompiledOrEager)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def eval_rate(data: torch.Tensor, k: int, points: int, device: torch.device, chunk_mib: float, blocks: int = 5) -> dict:
-    """vibench's K-sample evaluation of ``points`` test images: sample-points per second, decoder
-    GFLOP/s, and its share of the matrix-multiply rate measured right before and after each of
-    ``blocks`` blocks (K / blocks samples each), so that a change of CPU speed hits both sides."""
-    from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk
-    from vibench.model import GenerativeModel
-    from vibench.networks import Decoder, GaussianEncoder
-
-    model = GenerativeModel(Z, Decoder(Z, D, [H])).to(device)
-    enc = GaussianEncoder(D, Z, [H]).to(device)
-    x = data[:points].to(device)
-    batch = min(points, 500)
-    chunk = samples_per_chunk(batch, Z, [H], D, chunk_mib)
-    # as vibench decides with eval.compile=auto for this K over the full 10,000-image test set
-    compiled = k * 10000 >= 10_000_000
-    fused = CompiledChunk(model) if compiled else None
-    t = time.perf_counter()
-    evaluate_batch(model, enc, x[:batch], None, min(k, 50), chunk, compiled=fused)  # warm-up (and compile)
-    sync(device.type)
-    compile_s = time.perf_counter() - t
-    k_block = max(1, k // blocks)
-    flops = points * k_block * 2 * (Z * H + H * D)
-    seconds, shares = 0.0, []
-    for _ in range(blocks):
-        before = matmul_gflops(device, 0.2)
-        t = time.perf_counter()
-        for i in range(0, points, batch):
-            evaluate_batch(model, enc, x[i : i + batch], None, k_block, chunk, compiled=fused)
-        sync(device.type)
-        dt = time.perf_counter() - t
-        seconds += dt
-        shares.append(flops / dt / 1e9 / ((before + matmul_gflops(device, 0.2)) / 2))
-    sample_points = points * k_block * blocks
-    return {"k": k_block * blocks, "points": points, "blocks": blocks, "compiled": compiled, "compile_and_warmup_s": compile_s, "seconds": seconds, "sample_points_per_s": sample_points / seconds,
-            "decoder_gflops": flops * blocks / seconds / 1e9, "share_of_matmul_rate": quantiles(shares),
-            "chunk_samples": chunk, "chunk_mib": chunk_mib, "full_test_k5000_minutes": 10000 * 5000 / (sample_points / seconds) / 60}
-
-
-def svi_cost(data: torch.Tensor, inner: int, reps: int, device: torch.device) -> dict[str, float]:
-    """Seconds per batch of an SVI step (``inner`` refinement steps + one model step) and of a VAE step."""
-    import functools
-
-    from vibench.guides import gaussian
-    from vibench.local_fit import refine
-    from vibench.model import GenerativeModel
-    from vibench.networks import Decoder, GaussianEncoder
-    from vibench.objectives import kl_estimate
-
-    model = GenerativeModel(Z, Decoder(Z, D, [H])).to(device)
-    enc = GaussianEncoder(D, Z, [H]).to(device)
-    opt = torch.optim.Adam([*model.parameters(), *enc.parameters()], lr=1e-3)
-    sgd = functools.partial(torch.optim.SGD, lr=1.0, momentum=0.5)
-
-    def step(q, x):
-        z = q.rsample()
-        loss = -(model.likelihood(z).log_prob(x) - kl_estimate(q, model.prior())).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def vae(x):
-        step(enc(x), x)
-
-    def svi(x):
-        step(gaussian(refine(model, x, torch.zeros(len(x), 2, Z, device=device), inner, sgd)), x)
-
-    ratios, t_vae, t_svi = [], [], []
-    for r in range(reps + 1):
-        x = data[r * BATCH % (len(data) - BATCH):][:BATCH].to(device)
-        for fn, acc in ((vae, t_vae), (svi, t_svi)):
-            t = time.perf_counter()
-            for _ in range(5 if fn is vae else 1):
-                fn(x)
-            sync(device.type)
-            acc.append((time.perf_counter() - t) / (5 if fn is vae else 1))
-        if r:
-            ratios.append(t_svi[-1] / t_vae[-1] / (inner + 1))
-    return {"inner_steps": inner, "vae_step_s": statistics.median(t_vae[1:]), "svi_step_s": statistics.median(t_svi[1:]), "svi_over_inner_plus_1_vae": quantiles(ratios)}
-
-
-def startup_latency(device: str) -> float:
-    """Seconds from launching ``python -m vibench +experiment=aevb_mnist`` to its first training step."""
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.time()
-        r = subprocess.run([sys.executable, "-m", "vibench", "+experiment=aevb_mnist", "trainer.max_steps=1", "iw_samples=1", "dataset.test_subset=10",
-                            "logger=none", "images=false", f"trainer.accelerator={device}", f"hydra.run.dir={tmp}/out", f"results_dir={tmp}/runs"], capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(r.stderr[-2000:])
-        (rec,) = [json.loads(p.read_text()) for p in Path(tmp, "runs").glob("*.json")]
-        return rec["timing"]["first_step_at"] - t0
+    return {k: v[1:] for k, v in times.items()}, times["vibench"][0], isinstance(module._loss, CompiledOrEager)
 
 
 def machine(device: torch.device) -> dict:

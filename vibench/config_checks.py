@@ -24,7 +24,7 @@ from vibench.networks import INIT_SCHEMES
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
-    "scheduler", "early_stopping", "evaluate", "ais",
+    "scheduler", "early_stopping", "evaluate", "ais", "posterior", "prior",
 }
 
 
@@ -57,9 +57,7 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mc_samples": _int(1),
     "iw_samples": _int(1),
     "analytic_kl": _BOOL,
-    "objective.name": ((lambda v: v in ("elbo", "iwae")), "elbo or iwae"),
     "objective.samples": _int(1),
-    "objective.estimator": ((lambda v: v in ("reparam", "score")), "reparam or score"),
     "annealing.per": ((lambda v: v in ("steps", "epochs")), "steps or epochs"),
     "annealing.fn.beta": _float(0, strict=False),
     "annealing.fn.warmup": _float(0, strict=False),
@@ -114,9 +112,10 @@ SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gap.window": _int(1),
     "gap.patience": _int(0),
     "gap.max_steps": _int(1),
-    "inference.inner_steps": _int(0),
-    "inference.inner_grad_clip": _optional(_float(0, strict=True)),
-    "inference.flavour": ((lambda v: v in ("persistent", "reset", "encoder")), "one of persistent, reset, encoder"),
+    "inference.strategy.inner_steps": _int(0),
+    "inference.strategy.inner_grad_clip": _optional(_float(0, strict=True)),
+    "posterior.layers": _int(1),
+    "prior.components": _int(1),
 }
 
 

@@ -13,25 +13,22 @@ from __future__ import annotations
 import torch
 
 
-def encoder_gradient_variance(module, x: torch.Tensor, idx: torch.Tensor, estimator: str, samples: int, repeats: int = 50) -> dict[str, float]:
-    """Total variance and mean squared norm of the encoder-gradient estimate over ``repeats`` draws.
-
-    ``module`` is an :class:`~vibench.methods.AmortizedVI`; its parameters are not changed.
+def encoder_gradient_variance(model, encoder, x: torch.Tensor, idx: torch.Tensor, estimator: str, samples: int, repeats: int = 50, analytic_kl: bool = True) -> dict[str, float]:
+    """Total variance and mean squared norm of the encoder-gradient estimate over ``repeats`` draws,
+    with the ELBO's reparameterized (``reparam``) or score-function (``score``) estimator at L = ``samples``
+    (:mod:`vibench.losses`). The parameters are not changed.
     """
-    params = [p for p in module.guide.parameters() if p.requires_grad]
+    from vibench.losses import ELBO, ScoreFunctionELBO
+
+    objective = (ELBO if estimator == "reparam" else ScoreFunctionELBO)(samples, analytic_kl).to(x.device)
+    params = [p for p in encoder.parameters() if p.requires_grad]
     grads = []
     with torch.enable_grad():
         if estimator == "score" and samples == 1:  # warm the running-mean baseline at this point
             for _ in range(20):
-                module.score_function_terms(x, module.guide(x, idx), 1, 1.0)
+                objective(model, encoder(x, idx), x, 1.0)
         for _ in range(repeats):
-            q = module.guide(x, idx)
-            if estimator == "reparam":
-                recon, kl = module.elbo_terms(x, q, samples)
-                loss = -(recon - kl).mean()
-            else:
-                recon, kl, surrogate = module.score_function_terms(x, q, samples, 1.0)
-                loss = -(recon - kl + surrogate).mean()
+            loss, _ = objective(model, encoder(x, idx), x, 1.0)
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
     g = torch.stack(grads).double()
     return {"variance": float(g.var(dim=0).sum()), "mean_sq_norm": float(g.mean(dim=0).square().sum())}

@@ -93,7 +93,7 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
     - ``recon``: ``E_q[log p(x | z)]`` averaged over the same K samples (distortion, negated);
     - ``kl``: ``KL(q(z|x) || p(z))`` (rate), analytic when available, else over the K samples;
     - ``elbo``: ``recon - kl``;
-    - ``z_mean``: ``E_q[z]``, for counting active units.
+    - ``z_mean``: ``E_q[z]`` (a flow's: the mean of the K samples), for counting active units.
 
     ``compiled``, a :class:`CompiledChunk` of the same model, computes the chunks when q is a
     diagonal Gaussian (the same quantities, faster).
@@ -101,7 +101,11 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
     q = guide(x, idx)
     prior = model.prior()
     fast = compiled is not None and compiled.supports(q)
-    chunk_lse, chunk_lse2, recon_sum, kl_mc_sum = [], [], 0.0, 0.0
+    try:
+        z_mean = q.mean
+    except NotImplementedError:  # a flow: E_q[z] from the K samples
+        z_mean = None
+    chunk_lse, chunk_lse2, recon_sum, kl_mc_sum, z_sum = [], [], 0.0, 0.0, 0.0
     for size in _chunks(num_samples, chunk):
         if fast:
             eps = torch.randn((size, *q.batch_shape, *q.event_shape), dtype=x.dtype, device=x.device)
@@ -109,6 +113,8 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
         else:
             z = q.sample((size,))
             lse, recon_s, kl_s, lse2 = chunk_terms(model.likelihood(z).log_prob(x), prior.log_prob(z), q.log_prob(z))
+            if z_mean is None:
+                z_sum = z_sum + z.sum(dim=0)
         chunk_lse.append(lse)
         chunk_lse2.append(lse2)
         recon_sum = recon_sum + recon_s
@@ -125,7 +131,7 @@ def evaluate_batch(model, guide: Callable, x: torch.Tensor, idx: torch.Tensor | 
         "recon": recon,
         "kl": kl,
         "elbo": recon - kl,
-        "z_mean": q.mean,
+        "z_mean": z_mean if z_mean is not None else z_sum / num_samples,
     }
 
 
@@ -179,6 +185,9 @@ def summarize(per_point: dict[str, torch.Tensor], prefix: str = "test") -> dict[
                 out[f"{prefix}/{key}_stderr"] = float(values.std() / n**0.5)
     if "iw_ll_mc_var" in per_point:  # independent across points: Var[mean] = sum_i Var_i / N^2
         out[f"{prefix}/iw_ll_mc_stderr"] = float(per_point["iw_ll_mc_var"].double().sum().sqrt() / n)
+    for key, name in (("heldout_steps", "heldout_fit_steps"), ("heldout_converged", "heldout_converged")):  # local fits: mean steps, fraction converged
+        if key in per_point:
+            out[f"{prefix}/{name}"] = float(per_point[key].double().mean())
     if "z_mean" in per_point:
         out[f"{prefix}/active_units"] = active_units(per_point["z_mean"])
     out[f"{prefix}/n"] = n

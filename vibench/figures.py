@@ -20,8 +20,13 @@ def tile(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
 
 @torch.no_grad()
 def reconstructions(model, guide, x: torch.Tensor, idx: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """Rows of (data, reconstruction) pairs: decoder mean at the encoder mean."""
-    recon = model.likelihood(guide(x, idx).mean).mean
+    """Rows of (data, reconstruction) pairs: decoder mean at q's mean (a flow's: over 100 of its samples)."""
+    q = guide(x, idx)
+    try:
+        z = q.mean
+    except NotImplementedError:
+        z = q.sample((100,)).mean(0)
+    recon = model.likelihood(z).mean
     pairs = torch.stack([x, recon], dim=1).reshape(-1, *shape)
     return tile(pairs.clamp(0, 1).cpu().numpy(), ncol=16)
 
@@ -36,7 +41,7 @@ def samples(model, n: int, shape: tuple[int, int]) -> np.ndarray:
 @torch.no_grad()
 def manifold(model, shape: tuple[int, int], n: int = 20) -> np.ndarray:
     """Decoder means over a 2-D latent grid through the Gaussian inverse CDF (Kingma & Welling Fig. 4)."""
-    p = torch.linspace(0.05, 0.95, n, device=model.prior_loc.device, dtype=model.prior_loc.dtype)
+    p = torch.linspace(0.05, 0.95, n, device=model.decoder.net[0].weight.device, dtype=model.decoder.net[0].weight.dtype)
     g = Normal(0.0, 1.0).icdf(p)
     z = torch.stack(torch.meshgrid(g, g.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
     return tile(model.likelihood(z).mean.reshape(-1, *shape).clamp(0, 1).cpu().numpy(), ncol=n)

@@ -1,7 +1,8 @@
 """Fitting per-datapoint Gaussians q_i by gradient steps, vectorized over a batch.
 
-"Inference as optimization": with the generative model fixed, each datapoint's (mean, log-variance)
-is moved uphill on its own ELBO. The loss is the *sum* of per-datapoint negative ELBOs, so each
+"Inference as optimization": with the generative model fixed, each datapoint's posterior
+parameters (a ``[B, n_params]`` tensor of a family, :mod:`vibench.families`) are moved uphill on
+its own ELBO. The loss is the *sum* of per-datapoint negative ELBOs, so each
 row's gradient is exactly the gradient of its own ELBO, whatever the batch size; gradients are
 taken with ``torch.autograd.grad`` with respect to the local parameters only, so the model's
 ``.grad`` fields are never touched.
@@ -15,16 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
-from vibench.guides import gaussian
 
 
-def negative_elbo_sum(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
-    """``-sum_i ELBO_i`` for local parameters ``params`` ``[B, 2, latent]`` with ``samples`` reparameterized draws."""
-    return negative_elbos(model, x, params, samples, analytic_kl).sum()
+def negative_elbo_sum(model, family, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
+    """``-sum_i ELBO_i`` for local parameters ``params`` ``[B, n_params]`` with ``samples`` reparameterized draws."""
+    return negative_elbos(model, family, x, params, samples, analytic_kl).sum()
 
 
 def clip_per_datapoint(grad: torch.Tensor, max_norm: float | None) -> torch.Tensor:
-    """Scale each datapoint's gradient (a ``[2, latent]`` slice of ``[B, 2, latent]``) to norm at most ``max_norm``.
+    """Scale each datapoint's gradient (a row of ``[B, n_params]``) to norm at most ``max_norm``.
 
     Kim et al. (2018) clip the local parameters' gradients at norm 5: with SGD at lr 1, the
     per-datapoint ELBO gradient of a 784-dimensional Bernoulli likelihood (hundreds of nats) would
@@ -36,16 +36,16 @@ def clip_per_datapoint(grad: torch.Tensor, max_norm: float | None) -> torch.Tens
     return grad * (max_norm / norm).clamp(max=1.0).view(-1, *([1] * (grad.ndim - 1)))
 
 
-def gradient_step(model, x: torch.Tensor, params: torch.Tensor, opt, samples: int, analytic_kl: bool, max_grad_norm: float | None) -> torch.Tensor:
+def gradient_step(model, family, x: torch.Tensor, params: torch.Tensor, opt, samples: int, analytic_kl: bool, max_grad_norm: float | None) -> torch.Tensor:
     """One step of ``opt`` on the local parameters (model untouched); returns the step's summed negative ELBO."""
-    loss = negative_elbo_sum(model, x, params, samples, analytic_kl)
+    loss = negative_elbo_sum(model, family, x, params, samples, analytic_kl)
     (grad,) = torch.autograd.grad(loss, [params])
     params.grad = clip_per_datapoint(grad, max_grad_norm)
     opt.step()
     return loss.detach()
 
 
-def refine(model, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Callable, samples: int = 1, analytic_kl: bool = True, max_grad_norm: float | None = 5.0) -> torch.Tensor:
+def refine(model, family, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Callable, samples: int = 1, analytic_kl: bool = True, max_grad_norm: float | None = 5.0) -> torch.Tensor:
     """``steps`` steps of ``optimizer`` (a factory ``[tensor] -> Optimizer``) from ``init``, each
     datapoint's gradient clipped to ``max_grad_norm``; returns detached parameters."""
     params = init.detach().clone().requires_grad_(True)
@@ -54,13 +54,13 @@ def refine(model, x: torch.Tensor, init: torch.Tensor, steps: int, optimizer: Ca
     opt = optimizer([params])
     with torch.enable_grad():
         for _ in range(steps):
-            gradient_step(model, x, params, opt, samples, analytic_kl, max_grad_norm)
+            gradient_step(model, family, x, params, opt, samples, analytic_kl, max_grad_norm)
     return params.detach()
 
 
 @dataclass
 class FitResult:
-    """A held-out fit: ``params`` ``[B, 2, latent]``, and per datapoint the ``steps`` it took
+    """A held-out fit: ``params`` ``[B, n_params]``, and per datapoint the ``steps`` it took
     ``[B]`` and whether its stopping rule fired (``converged`` ``[B]``; False: stopped at ``max_steps``)."""
 
     params: torch.Tensor
@@ -72,9 +72,9 @@ class FitResult:
         return float(self.converged.double().mean()) if len(self.converged) else 1.0
 
 
-def negative_elbos(model, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
-    """``-ELBO_i`` per datapoint ``[B]`` for local parameters ``params`` ``[B, 2, latent]``."""
-    recon, kl = model.elbo_terms(x, gaussian(params), samples, analytic_kl)
+def negative_elbos(model, family, x: torch.Tensor, params: torch.Tensor, samples: int, analytic_kl: bool = True) -> torch.Tensor:
+    """``-ELBO_i`` per datapoint ``[B]`` for local parameters ``params`` ``[B, n_params]`` of ``family``."""
+    recon, kl = model.elbo_terms(x, family.distribution(params), samples, analytic_kl)
     return -(recon - kl)
 
 
@@ -85,7 +85,7 @@ def _keep_rows(opt: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor,
     opt.param_groups[0]["params"] = [new]
 
 
-def fit_heldout(model, x: torch.Tensor, init: torch.Tensor, optimizer: Callable, samples: int = 1, max_steps: int = 2000, window: int = 100, patience: int = 10, analytic_kl: bool = True, on_window: Callable[[int, int, int], None] | None = None) -> FitResult:
+def fit_heldout(model, family, x: torch.Tensor, init: torch.Tensor, optimizer: Callable, samples: int = 1, max_steps: int = 2000, window: int = 100, patience: int = 10, analytic_kl: bool = True, on_window: Callable[[int, int, int], None] | None = None) -> FitResult:
     """Fit local parameters for held-out points with the model frozen, each point stopping by its own rule.
 
     Each datapoint's negative ELBO is averaged over windows of ``window`` steps; a point stops once
@@ -109,7 +109,7 @@ def fit_heldout(model, x: torch.Tensor, init: torch.Tensor, optimizer: Callable,
     step = 0
     with torch.enable_grad():
         while step < max_steps and len(alive):
-            loss = negative_elbos(model, x[alive], params, samples, analytic_kl)
+            loss = negative_elbos(model, family, x[alive], params, samples, analytic_kl)
             (params.grad,) = torch.autograd.grad(loss.sum(), [params])  # row i's gradient is its own ELBO's
             opt.step()
             running = running + loss.detach()

@@ -1,47 +1,44 @@
-"""LightningModules for the inference methods.
+"""The LightningModule of vibench: one module for every inference method.
 
-Both methods train the same :class:`~vibench.model.GenerativeModel` on the same ELBO and are
-evaluated by the same K-sample evaluator; they differ only in where q comes from:
-
-- :class:`AmortizedVI` (AEVB, Kingma & Welling 2014): q(z | x) from an encoder trained jointly.
-- :class:`~vibench.svi.LocalVI` (SVI, Hoffman et al. 2013): a free Gaussian q_i per datapoint, fitted by
-  gradient steps.
-Training metrics are logged by :class:`~vibench.train_metrics.TrainingMetrics`.
+:class:`VariationalInference` trains a :class:`~vibench.model.GenerativeModel` with an objective
+(:mod:`vibench.losses`: ELBO, IWAE, score-function ELBO) under a posterior served by an inference
+strategy (:mod:`vibench.strategies`: an amortized encoder, a local table of per-datapoint fits, or
+semi-amortized), of any family (:mod:`vibench.families`, :mod:`vibench.flows`), and evaluates it
+with the same K-sample evaluator. It never asks which strategy, family or objective it has:
+a new one is a class and a config. Training metrics are logged by
+:class:`~vibench.train_metrics.TrainingMetrics`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
 
 from vibench.compiling import CompiledOrEager
 from vibench.data.datamodule import as_minibatches
 from vibench.evaluation import CompiledChunk, evaluate_batch, samples_per_chunk_for, summarize
+from vibench.losses import ELBO
 from vibench.model import GenerativeModel
-from vibench.objectives import iw_bound, kl_estimate, log_weights
+from vibench.objectives import kl_estimate
 from vibench.schedules import KLSchedule, constant, plain_partial
-from vibench.train_metrics import TRAIN_KEYS, TrainingMetrics, step_stats
-
-OBJECTIVES = ("elbo", "iwae")
-ESTIMATORS = ("reparam", "score")
+from vibench.train_metrics import TrainingMetrics
 
 
-class AmortizedVI(TrainingMetrics):
-    """Amortized variational inference: q(z | x) from an encoder shared by all datapoints.
+class VariationalInference(TrainingMetrics):
+    """Variational inference of a generative model: the model, a strategy serving q, an objective.
 
     Args:
         model: the generative model p(z) p(x | z).
-        guide: the encoder, called as ``guide(x, idx)``, returning q(z | x).
+        strategy: where q comes from (:mod:`vibench.strategies`), asked as
+            ``strategy.train_q / val_q / test_q(model, x, idx)``.
         optimizer: a factory ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
-        objective: ``{"name": "elbo" | "iwae", "samples": L or k, "estimator": "reparam" | "score"}``.
+        objective: the training objective (:mod:`vibench.losses`), ``objective(model, q, x, beta)``.
         annealing: the KL weight beta as a function of the step (:class:`~vibench.schedules.KLSchedule`).
-        mc_samples: L, reparameterized samples per datapoint for validation and SVI's inner steps.
+        mc_samples: L, reparameterized samples per datapoint for validation.
         analytic_kl: closed-form KL(q || p) when available; else Monte Carlo over the L samples.
         iw_samples: K, importance samples per test datapoint for the IW log-likelihood.
         eval_chunk_mib: memory budget of one chunk of the K-sample evaluation, in MiB.
@@ -52,51 +49,51 @@ class AmortizedVI(TrainingMetrics):
         eval_repeats: R, how many times the K-sample estimate is repeated with fresh samples.
     """
 
-    method = "aevb"
-    compiles_training_loss = True  # train.compile applies: the loss is a pure function of the batch (SVI's refines q_i first)
-
-    def __init__(self, model: GenerativeModel, guide: nn.Module | None, optimizer: Callable, objective: dict | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto", train_compile: str | bool = "auto", scheduler: Callable | None = None, eval_repeats: int = 1):
+    def __init__(self, model: GenerativeModel, strategy: nn.Module, optimizer: Callable, objective: nn.Module | None = None, annealing: KLSchedule | None = None, mc_samples: int = 1, analytic_kl: bool = True, iw_samples: int = 1000, eval_chunk_mib: float = 16.0, eval_compile: str | bool = "auto", train_compile: str | bool = "auto", scheduler: Callable | None = None, eval_repeats: int = 1):
         super().__init__()
         self.scheduler_factory, self.eval_repeats = (plain_partial(scheduler) if scheduler is not None else None), eval_repeats
-        self.model, self.guide, self.optimizer_factory = model, guide, optimizer
-        self.objective = dict(objective or {"name": "elbo", "samples": mc_samples, "estimator": "reparam"})
-        if self.objective["name"] not in OBJECTIVES or self.objective["estimator"] not in ESTIMATORS:
-            raise ValueError(f"objective {self.objective} is not supported: name in {OBJECTIVES}, estimator in {ESTIMATORS}")
-        if self.objective["name"] == "iwae" and self.objective["estimator"] != "reparam":
-            raise ValueError("objective.name=iwae trains with reparameterized gradients only: use objective.estimator=reparam")
+        self.model, self.strategy, self.optimizer_factory = model, strategy, optimizer
+        self.objective = objective if objective is not None else ELBO(mc_samples, analytic_kl)
         self.annealing = annealing or KLSchedule(functools.partial(constant, beta=1.0))
-        if self.objective["name"] == "iwae" and not self.annealing.is_unit:
-            raise ValueError("objective=iwae trains on the importance-weighted bound, to which KL annealing does not apply: use annealing=none")
+        if not self.objective.supports_annealing and not self.annealing.is_unit:
+            raise ValueError(f"objective={self.objective.name} trains on the importance-weighted bound, to which KL annealing does not apply: use annealing=none")
+        model.attach(strategy)  # a prior made of the posterior (VampPrior) takes its encoder
         self.mc_samples, self.analytic_kl = mc_samples, analytic_kl
         self.iw_samples, self.eval_chunk_mib, self.eval_compile, self.train_compile = iw_samples, eval_chunk_mib, eval_compile, train_compile
-        self._reparam_loss = self.reparam_elbo_loss
+        self._loss = self.eager_loss
         self._compiled_chunk: CompiledChunk | None = None
-        self.register_buffer("score_baseline", torch.zeros(()))  # running mean for the score-function estimator at L = 1
         self.test_summary: dict[str, float] = {}
         self.test_points: dict[str, torch.Tensor] = {}
-        self.timing: dict[str, float] = {}
         self._test_parts: list[dict[str, torch.Tensor]] = []
         self._steps_per_epoch = 1
         self.automatic_optimization = False
 
+    @property
+    def method(self) -> str:
+        """``aevb`` or ``svi``, for the record: the strategy's name for itself."""
+        return self.strategy.method
+
+    @property
+    def encoder(self) -> nn.Module | None:
+        """The strategy's encoder, if it has one (the gap decomposition and gradient diagnostics need it)."""
+        return self.strategy.encoder
+
+    @property
+    def timing(self) -> dict[str, float]:
+        return dict(self.strategy.timing)
+
     def describe(self) -> dict:
         """What ran, for the run record."""
-        return {"method": self.method, "objective": self.objective, "annealing": self.annealing.describe(), "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl, "eval_compile": self.eval_compile, "train_compile": self.train_compile}
-
-    # --- where q comes from: the only thing the methods disagree on -------------------------
-    def train_posterior(self, x: torch.Tensor, idx: torch.Tensor) -> Distribution:
-        return self.guide(x, idx)
-
-    def eval_posterior(self, x: torch.Tensor, idx: torch.Tensor, stage: str) -> Distribution:
-        return self.guide(x, idx)
-
-    # --- shared ---------------------------------------------------------------------------
-    def elbo_terms(self, x: torch.Tensor, q: Distribution, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(recon, kl)``, each ``[B]``: :meth:`GenerativeModel.elbo_terms` with this run's KL setting."""
-        return self.model.elbo_terms(x, q, samples, self.analytic_kl)
+        return {**self.strategy.describe(), "prior": self.model.prior_module.name, "objective": self.objective.describe(), "annealing": self.annealing.describe(),
+                "mc_samples": self.mc_samples, "analytic_kl": self.analytic_kl, "eval_compile": self.eval_compile, "train_compile": self.train_compile}
 
     def beta(self) -> float:
         return self.annealing(self.global_step, self._steps_per_epoch)
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if stage == "fit" and dm is not None:
+            self.strategy.setup(dm.sizes()["n_train"], self.device)
 
     def on_train_start(self) -> None:
         # optimizer steps per epoch (a Lightning step may hold several: train.steps_per_call)
@@ -104,41 +101,24 @@ class AmortizedVI(TrainingMetrics):
         self._steps_per_epoch = dm.steps_per_epoch() if dm is not None and hasattr(dm, "steps_per_epoch") else max(1, int(self.trainer.num_training_batches))
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The training objective for a batch; logs ``train/loss`` (what is minimized), ``train/elbo``
-        (beta = 1), ``train/kl``, ``train/recon``, ``train/beta`` and, for IWAE, ``train/iw_bound``."""
-        name, samples, estimator = self.objective["name"], self.objective["samples"], self.objective["estimator"]
+        """The training objective for a batch; logs the objective's keys: ``train/loss`` (what is
+        minimized), ``train/elbo`` (beta = 1), ``train/kl``, ``train/recon`` (and e.g. ``train/iw_bound``), and ``train/beta``."""
         beta = self.beta()
-        if estimator == "reparam" and name == "elbo":  # the hot path (compiled for long VAE runs)
-            loss, stats = self._reparam_loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype))
-            self.track_training(TRAIN_KEYS, stats, beta)
-            return loss
-        q = self.train_posterior(x, idx)
-        if name == "iwae":
-            z = q.rsample((samples,))
-            log_px_z, log_pz = self.model.log_joint_terms(x, z)
-            bound = iw_bound(log_weights(log_px_z, log_pz, q.log_prob(z)))
-            loss = -bound.mean()
-            recon, kl = log_px_z.mean(0), kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
-            self.track_training((*TRAIN_KEYS, "train/iw_bound"), torch.cat([step_stats(loss, recon, kl), bound.mean().detach()[None]]), beta)
-            return loss
-        recon, kl, surrogate = self.score_function_terms(x, q, samples, beta)
-        loss = -(recon - beta * kl + surrogate).mean()
-        self.track_training(TRAIN_KEYS, step_stats(loss, recon, kl), beta)
+        compiled = self._loss is not self.eager_loss
+        loss, stats = self._loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype) if compiled else beta)
+        self.track_training(self.objective.keys, stats, beta)
         return loss
+
+    def eager_loss(self, x: torch.Tensor, idx: torch.Tensor, beta) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, stats)`` of the objective on q from the strategy (compiled for long runs of an
+        amortized VAE, where it is a pure function of the batch: :meth:`on_fit_start`)."""
+        return self.objective(self.model, self.strategy.train_q(self.model, x, idx), x, beta)
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_means()
         # Manual optimization: Lightning leaves the stepping of the configured scheduler to the module.
         if self.scheduler_factory is not None and (scheduler := self.lr_schedulers()) is not None:
             scheduler.step()
-
-    def reparam_elbo_loss(self, x: torch.Tensor, idx: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, stats)`` of the reparameterized ELBO with L = ``objective.samples``, ``stats`` as
-        :func:`step_stats` (inside the compiled graph when compiled, where its reductions are free);
-        q from :meth:`train_posterior` (SVI's refinement is not compiled: only the amortized VAE's loss is)."""
-        recon, kl = self.elbo_terms(x, self.train_posterior(x, idx), self.objective["samples"])
-        loss = -(recon - beta * kl).mean()
-        return loss, step_stats(loss, recon, kl)
 
     def on_fit_start(self) -> None:
         # auto: compile the loss for runs of >= 50,000 steps (compiling takes ~12 s).
@@ -149,32 +129,14 @@ class AmortizedVI(TrainingMetrics):
         steps = t.max_steps if t.max_steps and t.max_steps > 0 else (t.max_epochs or 0) * per_epoch
         # Compiled, the VAE's step measured 10-15% faster on 2 CPU threads (python -m vibench.bench); compiling takes 3-15 s.
         auto = self.train_compile == "auto" and steps >= 50_000
-        if self.compiles_training_loss and (self.train_compile is True or auto):
+        if self.strategy.compilable and self.objective.compilable and (self.train_compile is True or auto):
             # torch.distributions resolves a KL pair on first use and memoizes it; resolved inside
             # the compiled loss, that lookup would split it into two graphs (a per-step cost).
-            kl_estimate(self.model.prior(), self.model.prior())
-            self._reparam_loss = CompiledOrEager(self.reparam_elbo_loss, "the training loss")
-
-    def score_function_terms(self, x: torch.Tensor, q: Distribution, samples: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """REINFORCE: ``(recon, kl, surrogate)`` with ``grad surrogate = E_q[(f(z) - b) grad log q(z)]``.
-
-        z is sampled without reparameterization, so the encoder learns only through the surrogate
-        (and the analytic KL). ``f = log p(x|z)`` with analytic KL, else ``log p(x|z) - beta (log q - log p)``.
-        The baseline b is the mean of the other samples' f (leave-one-out) when L > 1, else a running
-        mean of f over batches (Williams 1992; Mnih & Gregor 2014). The surrogate's value is 0 in expectation.
-        """
-        z = q.sample((samples,))
-        log_px_z, log_pz = self.model.log_joint_terms(x, z)
-        log_qz = q.log_prob(z)
-        kl = kl_estimate(q, self.model.prior(), z, analytic=self.analytic_kl)
-        f = (log_px_z if self.analytic_kl else log_px_z - beta * (log_qz - log_pz)).detach()
-        if samples > 1:
-            baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)
-        else:  # the baseline must not depend on this batch's samples: copy it before the update
-            baseline = self.score_baseline.clone()
-            self.score_baseline.mul_(0.9).add_(0.1 * f.mean())
-        surrogate = ((f - baseline) * log_qz).mean(0)
-        return log_px_z.mean(0), kl, surrogate
+            try:
+                kl_estimate(self.model.prior(), self.model.prior())
+            except NotImplementedError:  # no closed form (a mixture prior): Monte Carlo, nothing to resolve
+                pass
+            self._loss = CompiledOrEager(self.eager_loss, "the training loss")
 
     def training_step(self, batch, batch_idx):
         """One optimizer step per minibatch of ``batch``, a list of ``(x, idx)`` minibatches
@@ -195,17 +157,14 @@ class AmortizedVI(TrainingMetrics):
             loss = self.training_loss(x, idx)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            self.after_backward(x, idx)
+            self.strategy.after_backward(self.model, x, idx)
             opt.step()
             losses.append(loss.detach())
         return torch.stack(losses)
 
-    def after_backward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
-        """Gradients beyond the loss's own, before the optimizer step (none for the amortized VAE)."""
-
     def validation_step(self, batch, batch_idx):
         x, idx = batch
-        recon, kl = self.elbo_terms(x, self.eval_posterior(x, idx, "val"), self.mc_samples)
+        recon, kl = self.model.elbo_terms(x, self.strategy.val_q(self.model, x, idx), self.mc_samples, self.analytic_kl)
         elbo = recon - kl
         # for the progress bar, checkpoint selection and early stopping; the loggers get the epoch mean below
         self.log("val/elbo", elbo.mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True, logger=False)
@@ -228,7 +187,7 @@ class AmortizedVI(TrainingMetrics):
 
     def test_step(self, batch, batch_idx):
         x, idx = batch
-        q = self.eval_posterior(x, idx, "test")
+        q, found = self.strategy.test_q(self.model, x, idx)
         chunk = samples_per_chunk_for(self.model, len(x), self.eval_chunk_mib, x.element_size())
         parts = evaluate_batch(self.model, lambda *_: q, x, idx, self.iw_samples, chunk, self.analytic_kl, self._compiled_chunk)
         if self.eval_repeats > 1:  # R independent K-sample estimates of the same points with the same q
@@ -237,6 +196,8 @@ class AmortizedVI(TrainingMetrics):
         marginal = self.model.exact_marginal()
         if marginal is not None:
             parts["exact_ll"] = marginal.log_prob(x)
+        parts.update(found)
+        parts.update(self.strategy.test_extras(self.model, x, idx))
         parts["idx"] = idx
         self._test_parts.append(parts)
 
@@ -259,8 +220,3 @@ class AmortizedVI(TrainingMetrics):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
-
-    def _clock(self, key: str, since: float) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - since

@@ -8,29 +8,34 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import Distribution, MultivariateNormal
 
-from vibench.networks import NO_VALIDATION, Decoder, initialize
+from vibench.networks import Decoder, initialize
 from vibench.objectives import kl_estimate
+from vibench.priors import StandardNormal
 
 
 class GenerativeModel(nn.Module):
-    """Standard normal prior ``p(z) = N(0, I)`` and a decoder likelihood ``p(x | z)``.
+    """A prior ``p(z)`` (``prior=``: N(0, I) unless given, :mod:`vibench.priors`) and a decoder
+    likelihood ``p(x | z)``.
 
     ``init`` re-initializes the decoder's linear layers (:func:`~vibench.networks.initialize`);
     the encoder takes the same ``model.init`` from its config.
     """
 
-    def __init__(self, latent: int, decoder: Decoder, init: str = "default"):
+    def __init__(self, latent: int, decoder: Decoder, init: str = "default", prior: nn.Module | None = None):
         super().__init__()
         self.latent = latent
         self.decoder = initialize(decoder, init)
-        # Buffers so the prior follows the module's device and dtype.
-        self.register_buffer("prior_loc", torch.zeros(latent))
-        self.register_buffer("prior_scale", torch.ones(latent))
+        self.prior_module = prior if prior is not None else StandardNormal(latent)
 
     def prior(self) -> Distribution:
-        return Independent(Normal(self.prior_loc, self.prior_scale, **NO_VALIDATION), 1, **NO_VALIDATION)
+        return self.prior_module()
+
+    def attach(self, strategy) -> None:
+        """Called once by the inference module with its strategy: a prior built from the posterior
+        (the VampPrior) takes the encoder from it."""
+        self.prior_module.attach(strategy)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z); batch shape is z's shape without its last axis."""

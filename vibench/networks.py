@@ -1,7 +1,7 @@
 """MLP encoder and decoder that return ``torch.distributions`` objects.
 
-No density is written by hand here: the encoder returns a diagonal Gaussian
-``Independent(Normal(mu, sigma), 1)`` and the decoder a Bernoulli or Gaussian likelihood over
+No density is written by hand here: the encoder returns its family's distribution (a diagonal
+Gaussian ``Independent(Normal(mu, sigma), 1)`` by default) and the decoder a Bernoulli or Gaussian likelihood over
 the data dimensions, so log densities, samples, means and KL terms all come from torch.
 """
 
@@ -97,21 +97,28 @@ def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class GaussianEncoder(nn.Module):
-    """Amortized guide q(z | x) = N(mu(x), diag sigma^2(x)), sigma from a predicted log-variance.
+class Encoder(nn.Module):
+    """Amortized posterior: an MLP from x to the parameters of a family's q(z | x)
+    (:mod:`vibench.families`; a diagonal Gaussian N(mu(x), diag sigma^2(x)) unless given).
 
-    Called as ``guide(x, idx)`` like every guide in vibench; the amortized one ignores ``idx``.
+    Called as ``encoder(x, idx)`` like every posterior in vibench; it ignores ``idx``.
+    :meth:`params` gives the raw ``[B, n_params]`` (where a local fit starts, semi-amortized).
     """
 
-    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh", init: str = "default"):
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh", init: str = "default", family=None):
         super().__init__()
-        self.latent = latent
-        self.net = initialize(mlp([dim, *hidden, 2 * latent], activation), init)
+        if family is None:
+            from vibench.families import DiagonalGaussian
+
+            family = DiagonalGaussian(latent)
+        self.latent, self.family = latent, family
+        self.net = initialize(mlp([dim, *hidden, family.n_params], activation), init)
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> Distribution:
-        mu, logvar = self.net(x).chunk(2, dim=-1)
-        std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
-        return Independent(Normal(mu, std, **NO_VALIDATION), 1, **NO_VALIDATION)
+        return self.family.distribution(self.net(x))
 
 
 class Decoder(nn.Module):

@@ -39,7 +39,7 @@ import yaml
 from vibench.errors import VibenchError
 
 NOISES = ("seeds", "mc", "stderr", "none")
-MATCH_KEYS = ("variant", "method", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size",
+MATCH_KEYS = ("variant", "method", "family", "objective", "k", "estimator", "hidden", "activation", "latent", "likelihood", "prior", "iw_samples", "test_subset", "train_subset", "svi_flavour", "seed", "batch_size",
               "scheduler", "select", "init", "lr", "adam_eps", "eval_repeats")
 
 
@@ -104,7 +104,8 @@ def record_keys(record: dict[str, Any]) -> dict[str, Any]:
         "activation": decoder.get("activation"),
         "latent": cfg.get("latent"),
         "likelihood": decoder.get("likelihood"),
-        "prior": "standard_normal",
+        "prior": inference.get("prior", "standard_normal"),
+        "family": inference.get("family", "gaussian"),
         "iw_samples": record.get("iw_samples"),
         "test_subset": dataset.get("test_subset"),
         "train_subset": dataset.get("train_subset"),

@@ -30,6 +30,8 @@ DIMENSIONS = {
     "mc_samples": ("Monte Carlo samples L", lambda r: r["config"].get("mc_samples")),
     "k": ("IWAE samples k", lambda r: _objective(r).get("samples") if _objective(r).get("name") == "iwae" else None),
     "objective": ("objective", lambda r: _objective(r).get("name")),
+    "family": ("posterior family", lambda r: (r.get("inference") or {}).get("family", "gaussian")),
+    "prior": ("prior", lambda r: (r.get("inference") or {}).get("prior", "standard_normal")),
     "annealing": ("KL schedule", lambda r: _schedule(r)),
     "method": ("inference method", lambda r: r.get("method") if r.get("method") != "svi" else f"svi ({r['inference'].get('svi_flavour')})"),
     "variant": ("dataset variant", lambda r: r["dataset"]["variant"]),

@@ -20,6 +20,7 @@ from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, 
 from vibench.config_checks import check_config
 from vibench.errors import ConfigError, Interrupted, VibenchError
 from vibench.resume import config_group, find_resume_checkpoint, result_config, saved_state
+from vibench.trainer_build import check_distribution, make_trainer, pin_parallel_job
 
 
 def build(what: str, cfg: DictConfig, **kwargs: Any) -> Any:
@@ -81,9 +82,11 @@ def run(cfg: DictConfig) -> float:
     scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
     checkpoint = check_evaluate_request(cfg) or check_gap_request(cfg, module)  # test (and analyse) it, without training
-    if cfg.diagnostics.grad_variance.enabled and module.guide is None:
-        raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference.flavour=encoder.")
+    if cfg.diagnostics.grad_variance.enabled and module.encoder is None:
+        raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference=svi_encoder.")
 
+    if cfg.ais.enabled and cfg.ais.start == "encoder" and module.encoder is not None and not module.encoder.family.density_anywhere:
+        raise ConfigError(f"ais.start=encoder needs q's density at any z, which posterior={module.encoder.family.name} cannot give (no inverse): use ais.start=prior, or posterior=gaussian or iaf.")
     job = job_info()
     check_distribution(cfg, job)
     trainer_overrides = pin_parallel_job(job)
@@ -125,6 +128,7 @@ def run(cfg: DictConfig) -> float:
         "tracking": tracking_info,
         **records.environment(str(trainer.strategy.root_device)),
     }
+    analysis_time: dict[str, float] = {}
     try:
         if checkpoint is None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -151,7 +155,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.gap.enabled:
             gap_start = time.perf_counter()
             gaps = decompose_gaps(module, splits, cfg)
-            module.timing["gap_s"] = time.perf_counter() - gap_start
+            analysis_time["gap_s"] = time.perf_counter() - gap_start
             metrics.update(gaps)
             if warning := gap_warning(gaps, cfg):
                 record.setdefault("warnings", []).append(warning)
@@ -179,13 +183,13 @@ def run(cfg: DictConfig) -> float:
             except Exception as e:  # a picture is not worth the metrics already computed
                 record["images_error"] = f"{type(e).__name__}: {e}"
                 print_error(f"images were not logged ({record['images_error']}); the metrics are recorded.")
-        record["timing"] = timing(clock, module, started)
+        record["timing"] = timing(clock, module, started, analysis_time)
         path = records.write_record(record, results_dir, output_dir)
     except SIGTERMException:
         if not trainer.is_global_zero:
             raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
-        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started))
+        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analysis_time))
         records.write_record(record, results_dir, output_dir)
         interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
         interrupted.recorded = True
@@ -193,7 +197,7 @@ def run(cfg: DictConfig) -> float:
     except BaseException as e:
         if not trainer.is_global_zero:
             raise
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started))
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started, analysis_time))
         records.write_record(record, results_dir, output_dir)
         e.recorded = True  # the caller need not write a record of this failure
         raise
@@ -219,44 +223,14 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
-def timing(clock, module, started: float) -> dict[str, float]:
-    return {**clock.summary(), **{k: round(v, 3) for k, v in module.timing.items()}, "total_s": round(time.perf_counter() - started, 3)}
+def timing(clock, module, started: float, analyses: dict[str, float]) -> dict[str, float]:
+    """The record's wall-clock: training and test (the clock), the strategy's inner and held-out fits, the analyses, the total."""
+    return {**clock.summary(), **{k: round(v, 3) for k, v in {**module.timing, **analyses}.items()}, "total_s": round(time.perf_counter() - started, 3)}
 
 
 def make_datamodule(cfg: DictConfig):
     """The run's DataModule, with ``train.steps_per_call`` minibatches per Lightning step."""
     return build("dataset", cfg.dataset, steps_per_call=cfg.train.steps_per_call, step_multiple=cfg.checkpoint.every_n_steps)
-
-
-def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None):
-    """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
-    resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
-    from vibench.timing import WallClock
-
-    clock = WallClock()
-    by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
-    # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
-    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
-    sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
-    guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
-    resume_state = ResumeState(run_id, config)
-    callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
-    if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
-        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False))
-    if cfg.get("early_stopping", {}).get("patience") is not None:
-        from lightning.pytorch.callbacks import EarlyStopping
-
-        callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience))
-    if cfg.trainer.get("enable_progress_bar", True):
-        from vibench.report_console import ProgressBar
-
-        # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
-        callbacks.append(ProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
-    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
-    return trainer, clock, sigterm, resume_state
 
 
 def check_evaluate_request(cfg: DictConfig) -> Path | None:
@@ -293,41 +267,4 @@ def select_checkpoint(select: str, trainer, module, output_dir: Path, datamodule
     module.load_state_dict(state["state_dict"])
     return {"select": "best", "epoch": epochs_trained(state, datamodule), "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
 
-
-def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:
-    """Refuse DDP inside a multirun: Lightning re-launches the command line for each rank, so every
-    rank would run the whole sweep (Lightning issue 11300)."""
-    strategy = str(cfg.trainer.get("strategy", "auto"))
-    if job["multirun"] and strategy.startswith("ddp"):
-        raise ConfigError(
-            f"trainer.strategy={strategy} (trainer=ddp) runs one job across several devices and cannot be combined with -m: "
-            "Lightning re-launches the command line for each rank, which would re-run the sweep. "
-            "To sweep, give each job one device: hydra/launcher=local_parallel (one machine) or hydra/launcher=slurm (a cluster); "
-            "use trainer=ddp for a single large run, without -m."
-        )
-
-
-def pin_parallel_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Jobs run side by side by a parallel launcher each get one device (:func:`device_for_job`);
-    Hydra's joblib launcher assigns no devices itself."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not job["multirun"] or "Joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
-        return {}
-    import torch
-
-    pinned = device_for_job(job["job_num"], torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    if pinned["accelerator"] == "cpu":
-        torch.set_num_threads(1)
-    return pinned
-
-
-def device_for_job(job_num: int, n_gpus: int) -> dict[str, Any]:
-    """The Trainer's device for job ``job_num`` of a parallel sweep: GPU ``job_num mod n_gpus``, so
-    ``hydra.launcher.n_jobs = N x n_gpus`` packs N jobs on every GPU; without GPUs, the CPU (with
-    one torch thread per job: two multi-threaded torch processes on the same cores slow each other
-    several-fold)."""
-    if n_gpus > 0:
-        return {"accelerator": "gpu", "devices": [job_num % n_gpus]}
-    return {"accelerator": "cpu", "devices": 1}
 

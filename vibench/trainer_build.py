@@ -1,0 +1,80 @@
+"""The Lightning Trainer of a run: vibench's callbacks, and one device per job of a parallel sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from vibench.errors import ConfigError
+
+
+def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None):
+    """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
+    resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
+    from vibench.run import build
+    from vibench.timing import WallClock
+
+    clock = WallClock()
+    by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
+    # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
+    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
+    sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
+    guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
+    resume_state = ResumeState(run_id, config)
+    callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
+    if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
+        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False))
+    if cfg.get("early_stopping", {}).get("patience") is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience))
+    if cfg.trainer.get("enable_progress_bar", True):
+        from vibench.report_console import ProgressBar
+
+        # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
+        callbacks.append(ProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
+    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
+    return trainer, clock, sigterm, resume_state
+
+
+def check_distribution(cfg: DictConfig, job: dict[str, Any]) -> None:
+    """Refuse DDP inside a multirun: Lightning re-launches the command line for each rank, so every
+    rank would run the whole sweep (Lightning issue 11300)."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if job["multirun"] and strategy.startswith("ddp"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} (trainer=ddp) runs one job across several devices and cannot be combined with -m: "
+            "Lightning re-launches the command line for each rank, which would re-run the sweep. "
+            "To sweep, give each job one device: hydra/launcher=local_parallel (one machine) or hydra/launcher=slurm (a cluster); "
+            "use trainer=ddp for a single large run, without -m."
+        )
+
+
+def pin_parallel_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Jobs run side by side by a parallel launcher each get one device (:func:`device_for_job`);
+    Hydra's joblib launcher assigns no devices itself."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not job["multirun"] or "Joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return {}
+    import torch
+
+    pinned = device_for_job(job["job_num"], torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if pinned["accelerator"] == "cpu":
+        torch.set_num_threads(1)
+    return pinned
+
+
+def device_for_job(job_num: int, n_gpus: int) -> dict[str, Any]:
+    """The Trainer's device for job ``job_num`` of a parallel sweep: GPU ``job_num mod n_gpus``, so
+    ``hydra.launcher.n_jobs = N x n_gpus`` packs N jobs on every GPU; without GPUs, the CPU (with
+    one torch thread per job: two multi-threaded torch processes on the same cores slow each other
+    several-fold)."""
+    if n_gpus > 0:
+        return {"accelerator": "gpu", "devices": [job_num % n_gpus]}
+    return {"accelerator": "cpu", "devices": 1}
