@@ -48,7 +48,7 @@ CASES = [
     (["eval.chunk_mib=0"], "eval.chunk_mib must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr must be a number > 0"),
     (["inference=svi", "inference.strategy.inner_optimizer.lr=-1"], "inference.strategy.inner_optimizer.lr=-1 is not valid: a learning rate must be a number > 0"),
-    (["objective=score", "objective.samples=0"], "objective.samples must be an integer >= 1"),
+    (["posterior=planar", "posterior.layers=0"], "posterior.layers must be an integer >= 1"),
     (["dataset.test_subset=0"], "dataset.test_subset must be null or an integer >= 1"),
     (["trainer.max_epochs=-5"], "trainer.max_epochs must be an integer >= -1"),
     # misspelled and +-prefixed unknown keys
