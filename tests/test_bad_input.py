@@ -9,13 +9,12 @@ import sys
 
 import pytest
 
-from vibench.__main__ import _state, cli
+from vibench.__main__ import cli
 
 
 def invoke(monkeypatch, tmp_path, *args: str, results_dir=None) -> int:
     results_dir = results_dir or tmp_path / "runs"
     monkeypatch.setattr(sys, "argv", ["vibench", *args, "logger=none", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={results_dir}", f"data.cache={tmp_path / 'cache'}"])
-    _state["task_started"] = False
     with pytest.raises(SystemExit) as e:
         cli()
     return e.value.code
@@ -104,7 +103,6 @@ def test_refused_trainer_leaves_no_wandb_run_behind(monkeypatch, tmp_path, capsy
     """The trainer is built (and refuses an accelerator this machine lacks) before W&B starts:
     no offline W&B run and no record are left behind."""
     monkeypatch.setattr(sys, "argv", ["vibench", "trainer.accelerator=gpu", "logger=wandb", f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}", f"data.cache={tmp_path / 'cache'}"])
-    _state["task_started"] = False
     with pytest.raises(SystemExit) as e:
         cli()
     assert e.value.code == 2

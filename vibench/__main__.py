@@ -22,7 +22,6 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 _VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
-_state = {"task_started": False, "failed_jobs": []}
 
 
 def flags_first(argv: list[str]) -> list[str]:
@@ -56,12 +55,13 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig, state: dict) -> float:
+    """One job: ``run(cfg)``. In a sweep, a failed job is recorded and the sweep goes on;
+    ``state`` (the command's, made by :func:`cli`) learns that a job started and which failed."""
     from vibench.report_console import print_error
     from vibench.run import run
 
-    _state["task_started"] = True
+    state["task_started"] = True
     try:
         return run(cfg)
     except Exception as e:
@@ -85,7 +85,7 @@ def main(cfg: DictConfig) -> float:
             except Exception:
                 pass  # e.g. the results folder itself is what was wrong
         print_error(f"{job} failed: {e}")
-        _state["failed_jobs"].append(job)
+        state["failed_jobs"].append(job)
         return float("nan")
 
 
@@ -109,16 +109,21 @@ def cli() -> None:
 
         print_error(message)
         sys.exit(2)
+    state = {"task_started": False, "failed_jobs": []}  # this command's, not the module's
+
+    def task(cfg: DictConfig) -> float:
+        return main(cfg, state)
+
     try:
-        main()
+        hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(task)()
     except SystemExit as e:
-        if e.code == 1 and not _state["task_started"]:
+        if e.code == 1 and not state["task_started"]:
             sys.exit(2)  # Hydra refused the command line or could not compose the config
         raise
-    if _state["failed_jobs"]:
+    if state["failed_jobs"]:
         from vibench.report_console import print_error
 
-        print_error(f"{len(_state['failed_jobs'])} job(s) of the sweep failed: {'; '.join(_state['failed_jobs'])}. Their records (status failed) say why.")
+        print_error(f"{len(state['failed_jobs'])} job(s) of the sweep failed: {'; '.join(state['failed_jobs'])}. Their records (status failed) say why.")
         sys.exit(1)
 
 

@@ -1,16 +1,17 @@
-"""End-of-run analyses of a trained model: the gap decomposition, gradient variances, images.
+"""End-of-run analyses of a trained model: the gap decomposition, AIS, gradient variances, images.
 
-Called by :func:`vibench.run.run` after the test; each takes the config values it needs.
+Functions of a trained module, the test points and typed settings (the dataclasses below), run by
+the callbacks of :mod:`vibench.callbacks`; none reads the run's config.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from vibench.errors import ConfigError
 
@@ -18,17 +19,46 @@ from vibench.errors import ConfigError
 CONVERGED_ENOUGH = 0.95
 
 
-def check_gap_request(cfg: DictConfig, module) -> Path | None:
-    """Refuse a gap analysis that cannot run, before training; return the checkpoint to analyse, if any."""
-    if not cfg.gap.enabled:
+@dataclass(frozen=True)
+class GapSettings:
+    """``gap.*`` (conf/config.yaml): the decomposition's points and the q* fits."""
+
+    enabled: bool = False
+    checkpoint: str | None = None
+    n_points: int = 100
+    init: str = "encoder"
+    iw_samples: int = 5000
+    lr: float = 1e-3
+    samples: int = 50
+    window: int = 100
+    patience: int = 10
+    max_steps: int = 20000
+
+
+@dataclass(frozen=True)
+class AISSettings:
+    """``ais.*`` (conf/config.yaml): annealed importance sampling and the BDMC sandwich."""
+
+    enabled: bool = False
+    n_points: int = 100
+    chains: int = 16
+    steps: int = 500
+    leapfrog: int = 5
+    step_size: float = 0.05
+    target_accept: float = 0.65
+    start: str = "encoder"
+    iw_samples: int = 5000
+    batch_points: int = 50
+    bdmc_points: int = 0
+
+
+def gap_checkpoint(enabled: bool, checkpoint: str | None) -> Path | None:
+    """The checkpoint a gap analysis is to analyse instead of training (``gap.checkpoint``), checked to exist."""
+    if not enabled or checkpoint is None:
         return None
-    if module.encoder is None:
-        raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method} without an encoder. Use inference=vae (the gap_mnist preset does).")
-    if cfg.gap.checkpoint is None:
-        return None
-    path = Path(cfg.gap.checkpoint).expanduser()
+    path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise ConfigError(f"gap.checkpoint={cfg.gap.checkpoint} does not exist. Point it at a trained run's checkpoints/last.ckpt (in its output folder).")
+        raise ConfigError(f"gap.checkpoint={checkpoint} does not exist. Point it at a trained run's checkpoints/last.ckpt (in its output folder).")
     return path
 def load_checkpoint(path: Path) -> dict:
     import torch
@@ -37,28 +67,26 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise ConfigError(f"gap.checkpoint={path} could not be read ({type(e).__name__}: {e}).") from None
-def decompose_gaps(module, splits, cfg: DictConfig) -> dict[str, float]:
-    """The gap decomposition on ``gap.n_points`` random test points, in evaluation batches, with progress."""
+def decompose_gaps(module, test: torch.Tensor, g: GapSettings, ais: AISSettings | None, seed: int, batch_size: int, chunk_mib: float) -> dict[str, float]:
+    """The gap decomposition on ``g.n_points`` random test points, in evaluation batches of
+    ``batch_size``, with progress; with ``ais``, log p(x) = max(AIS, IW) per point."""
     import functools
 
-    import torch
-    from rich.progress import Progress
 
     from vibench.data.datamodule import random_subset
     from vibench.evaluation import samples_per_chunk_for
     from vibench.gap import gap_decomposition, summarize_gaps
 
-    g = cfg.gap
-    idx = random_subset(torch.arange(len(splits.test)), g.n_points, cfg.seed + 17).to(splits.test.device)
+    idx = random_subset(torch.arange(len(test)), g.n_points, seed + 17).to(test.device)
     optimizer = functools.partial(torch.optim.Adam, lr=g.lr)
     parts = []
     module.eval()
-    batches = idx.split(cfg.eval.batch_size)
+    batches = idx.split(batch_size)
     with fit_progress("gap: fitting q*", len(batches), g.max_steps) as on_window:
         for batch in batches:
-            chunk = samples_per_chunk_for(module.model, len(batch), cfg.eval.chunk_mib)
-            ais_log_px = (lambda x, q: ais_estimates(module, x, q if cfg.ais.start == "encoder" else module.model.prior().expand([len(x)]), cfg).log_px) if cfg.ais.enabled else None
-            parts.append(gap_decomposition(module.model, module.encoder, splits.test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window, ais_log_px=ais_log_px))
+            chunk = samples_per_chunk_for(module.model, len(batch), chunk_mib)
+            ais_log_px = (lambda x, q: ais_estimates(module, x, q if ais.start == "encoder" else module.model.prior().expand([len(x)]), ais).log_px) if ais is not None else None
+            parts.append(gap_decomposition(module.model, module.encoder, test[batch], batch, g.iw_samples, chunk, optimizer, g.samples, g.max_steps, g.window, g.patience, g.init, on_window=on_window, ais_log_px=ais_log_px))
     return summarize_gaps(parts)
 
 
@@ -88,73 +116,71 @@ def fit_progress(what: str, n_batches: int, max_steps: int):
                 print(f"{what}: step {step} of at most {max_steps}, {stopped}/{n} points stopped, {now - state['start']:.0f} s", flush=True)
 
         yield on_window
-def gap_warning(gaps: dict[str, float], cfg: DictConfig) -> str | None:
+def gap_warning(gaps: dict[str, float], max_steps: int, init: str) -> str | None:
     """A warning when q*'s fits did not converge: ELBO[q*] is then underestimated, the amortization gap too."""
     if gaps["gap/converged"] >= CONVERGED_ENOUGH:
         return None
-    return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap points stopped at gap.max_steps={cfg.gap.max_steps} before converging: "
+    return (f"the q* fits of {1 - gaps['gap/converged']:.0%} of the gap points stopped at gap.max_steps={max_steps} before converging: "
             f"ELBO[q*] and the amortization gap ({gaps['gap/amortization']:.2f} nats) are underestimated. "
-            + ("Raise gap.max_steps, or start q* at the encoder with gap.init=encoder." if cfg.gap.init == "prior" else "Raise gap.max_steps."))
-def heldout_warning(metrics: dict[str, float], cfg: DictConfig) -> str | None:
+            + ("Raise gap.max_steps, or start q* at the encoder with gap.init=encoder." if init == "prior" else "Raise gap.max_steps."))
+def heldout_warning(metrics: dict[str, float], max_steps: int | None) -> str | None:
     """SVI: a warning when fewer than 95% of the test points' q_i fits converged: the test ELBO and
     IW bound then understate what the fitted q_i would reach (every comparison with SVI inherits it)."""
     converged = metrics.get("test/heldout_converged")
     if converged is None or converged >= CONVERGED_ENOUGH:
         return None
-    return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.strategy.heldout.max_steps={cfg.inference.strategy.heldout.max_steps} "
+    return (f"the held-out q_i fits of {1 - converged:.0%} of the test points stopped at inference.strategy.heldout.max_steps={max_steps} "
             f"before their stopping rule fired: test/elbo and test/iw_ll are underestimated. Raise inference.strategy.heldout.max_steps.")
 
 
-def gradient_variances(module, splits, cfg: DictConfig) -> dict[str, float]:
+def gradient_variances(module, test: torch.Tensor, samples: list[int], repeats: int, n_points: int, seed: int, analytic_kl: bool = True) -> dict[str, float]:
     """``gradvar/<estimator>_L<L>``: total variance of the encoder-gradient estimate on random test points."""
     import torch
 
     from vibench.data.datamodule import random_subset
     from vibench.diagnostics import encoder_gradient_variance
 
-    d = cfg.diagnostics.grad_variance
-    idx = random_subset(torch.arange(len(splits.test)), d.n_points, cfg.seed + 23).to(splits.test.device)
+    idx = random_subset(torch.arange(len(test)), n_points, seed + 23).to(test.device)
     out = {}
     for estimator in ("reparam", "score"):
-        for samples in d.samples:
-            v = encoder_gradient_variance(module.model, module.encoder, splits.test[idx], idx, estimator, int(samples), d.repeats, cfg.analytic_kl)
-            out[f"gradvar/{estimator}_L{samples}"] = v["variance"]
+        for n in samples:
+            v = encoder_gradient_variance(module.model, module.encoder, test[idx], idx, estimator, n, repeats, analytic_kl)
+            out[f"gradvar/{estimator}_L{n}"] = v["variance"]
     return out
-def make_images(module, splits, cfg: DictConfig) -> dict:
+def make_images(module, test: torch.Tensor, image_shape: tuple[int, int], seed: int) -> dict:
     """Reconstructions of 32 random test images, 64 prior samples, and the manifold when latent = 2."""
     import torch
 
     from vibench import figures
 
     model = module.model.eval()
-    idx = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(cfg.seed))[:32].to(splits.test.device)
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:32].to(test.device)
     posterior = lambda x, i: module.strategy.val_q(model, x, i)  # noqa: E731  (SVI refines q_i for these points)
     images = {
-        "test/reconstructions": figures.reconstructions(model, posterior, splits.test[idx], idx, splits.image_shape),
-        "test/samples": figures.samples(model, 64, splits.image_shape),
+        "test/reconstructions": figures.reconstructions(model, posterior, test[idx], idx, image_shape),
+        "test/samples": figures.samples(model, 64, image_shape),
     }
-    if cfg.latent == 2:
-        images["test/manifold"] = figures.manifold(model, splits.image_shape)
+    if model.latent == 2:
+        images["test/manifold"] = figures.manifold(model, image_shape)
     return images
 
 
-def ais_estimates(module, x: torch.Tensor, start, cfg: DictConfig, progress=None) -> "AISResult":
-    """Forward AIS (``ais.*`` settings) for a batch of points, from ``start`` (a distribution, batch ``[B]``)."""
+def ais_estimates(module, x: torch.Tensor, start, a: AISSettings, progress=None):
+    """Forward AIS (:class:`vibench.ais.AISResult`) for a batch of points, from ``start`` (a distribution, batch ``[B]``)."""
     from vibench.ais import ais
 
-    a = cfg.ais
     return ais(module.model, x, start, chains=a.chains, steps=a.steps, leapfrog=a.leapfrog, step_size=a.step_size, target_accept=a.target_accept, on_level=progress)
 
 
-def ais_start(module, x: torch.Tensor, idx, cfg: DictConfig):
+def ais_start(module, x: torch.Tensor, idx, start: str):
     """Where AIS chains start: the encoder's q(z|x) (``ais.start=encoder``, needs an encoder) or the prior."""
-    if cfg.ais.start == "encoder" and module.encoder is not None:
+    if start == "encoder" and module.encoder is not None:
         with torch.no_grad():
             return module.encoder(x, idx)
     return module.model.prior().expand([len(x)])
 
 
-def ais_evaluation(module, splits, cfg: DictConfig) -> dict[str, float]:
+def ais_evaluation(module, test: torch.Tensor, a: AISSettings, seed: int, chunk_mib: float) -> dict[str, float]:
     """AIS log p(x) on ``ais.n_points`` random test points beside the IW bound with ``ais.iw_samples``
     on the same points; with ``ais.bdmc_points``, the BDMC sandwich on points simulated from the model.
     Points go in batches of ``ais.batch_points`` (memory: chains x batch x the decoder's width)."""
@@ -166,10 +192,9 @@ def ais_evaluation(module, splits, cfg: DictConfig) -> dict[str, float]:
     from vibench.data.datamodule import random_subset
     from vibench.evaluation import evaluate_batch, samples_per_chunk_for
 
-    a = cfg.ais
     module.eval()
     started = time.perf_counter()
-    idx = random_subset(torch.arange(len(splits.test)), a.n_points, cfg.seed + 29).to(splits.test.device)
+    idx = random_subset(torch.arange(len(test)), a.n_points, seed + 29).to(test.device)
     batches = idx.split(a.batch_points)
     n_sim = a.bdmc_points
     log_px, se2, iw, rates = [], [], [], []
@@ -177,21 +202,21 @@ def ais_evaluation(module, splits, cfg: DictConfig) -> dict[str, float]:
         task = progress.add_task("AIS", total=(len(batches) + 2 * math.ceil(n_sim / a.batch_points)) * a.steps)
         advance = lambda: progress.advance(task)  # noqa: E731  (one intermediate distribution done)
         for batch in batches:
-            x = splits.test[batch]
-            res = ais_estimates(module, x, ais_start(module, x, batch, cfg), cfg, advance)
+            x = test[batch]
+            res = ais_estimates(module, x, ais_start(module, x, batch, a.start), a, advance)
             log_px.append(res.log_px), se2.append(res.stderr**2), rates.append(res.accept_rate)
             q = module.encoder if module.encoder is not None else (lambda x_, i_: module.strategy.test_q(module.model, x_, i_)[0])
-            chunk = samples_per_chunk_for(module.model, len(x), cfg.eval.chunk_mib)
+            chunk = samples_per_chunk_for(module.model, len(x), chunk_mib)
             iw.append(evaluate_batch(module.model, q, x, batch, a.iw_samples, chunk)["iw_ll"])
         out = summarize_ais(torch.cat(log_px), torch.cat(se2), torch.cat(iw), sum(rates) / len(rates))
         if n_sim:
             lower, upper = [], []
             with torch.no_grad():
-                z = module.model.prior().sample((n_sim,)).to(splits.test.device)
+                z = module.model.prior().sample((n_sim,)).to(test.device)
                 x_sim = module.model.likelihood(z).sample()
             for zb, xb in zip(z.split(a.batch_points), x_sim.split(a.batch_points)):
                 prior = module.model.prior().expand([len(xb)])
-                lower.append(ais_estimates(module, xb, prior, cfg, advance).log_px)
+                lower.append(ais_estimates(module, xb, prior, a, advance).log_px)
                 upper.append(reverse_ais(module.model, xb, prior, zb, chains=a.chains, steps=a.steps, leapfrog=a.leapfrog, step_size=a.step_size, target_accept=a.target_accept, on_level=advance).log_px)
             lo, up = torch.cat(lower).double(), torch.cat(upper).double()
             out.update({"bdmc/lower": float(lo.mean()), "bdmc/upper": float(up.mean()), "bdmc/width": float((up - lo).mean()), "bdmc/n": n_sim})

@@ -24,7 +24,7 @@ from vibench.networks import INIT_SCHEMES
 TOP_LEVEL = {
     "latent", "mc_samples", "iw_samples", "analytic_kl", "seed", "results_dir", "output_dir", "objective", "annealing", "diagnostics", "train",
     "data", "eval", "images", "gap", "checkpoint", "resume", "dataset", "model", "inference", "optimizer", "trainer", "logger",
-    "scheduler", "early_stopping", "evaluate", "ais", "posterior", "prior",
+    "scheduler", "early_stopping", "evaluate", "ais", "posterior", "prior", "callbacks",
 }
 
 

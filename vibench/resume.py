@@ -21,7 +21,7 @@ from vibench.errors import ConfigError
 # Settings that do not change what a run computes (where things go, how fast, how often it
 # checkpoints or logs, what it prints): runs that differ only in these are the same run.
 NOT_RESULT_KEYS = (
-    "output_dir", "results_dir", "resume", "logger", "images", "data",
+    "output_dir", "results_dir", "resume", "logger", "images", "data", "callbacks",  # callbacks: built from gap.*, ais.*, diagnostics.*
     "eval.chunk_mib", "eval.batch_size", "eval.compile", "train.compile", "train.steps_per_call",
     "checkpoint.every_n_epochs", "checkpoint.every_n_steps",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.default_root_dir",

@@ -16,8 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vibench import points, records
-from vibench.analyses import ais_evaluation, check_gap_request, decompose_gaps, gap_warning, gradient_variances, heldout_warning, load_checkpoint, make_images
+from vibench.analyses import gap_checkpoint, heldout_warning, load_checkpoint
 from vibench.config_checks import check_config
+from vibench.callbacks import Analysis
 from vibench.errors import ConfigError, Interrupted, VibenchError
 from vibench.resume import config_group, find_resume_checkpoint, result_config, saved_state
 from vibench.trainer_build import check_distribution, make_trainer, pin_parallel_job
@@ -81,12 +82,11 @@ def run(cfg: DictConfig) -> float:
     model = build("model", cfg.model)
     scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
-    checkpoint = check_evaluate_request(cfg) or check_gap_request(cfg, module)  # test (and analyse) it, without training
-    if cfg.diagnostics.grad_variance.enabled and module.encoder is None:
-        raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference=svi_encoder.")
-
-    if cfg.ais.enabled and cfg.ais.start == "encoder" and module.encoder is not None and not module.encoder.family.density_anywhere:
-        raise ConfigError(f"ais.start=encoder needs q's density at any z, which posterior={module.encoder.family.name} cannot give (no inverse): use ais.start=prior, or posterior=gaussian or iaf.")
+    checkpoint = check_evaluate_request(cfg) or gap_checkpoint(cfg.gap.enabled, cfg.gap.checkpoint)  # test (and analyse) it, without training
+    callbacks = [build("callbacks", c) for c in (cfg.get("callbacks") or {}).values()]
+    analyses = [c for c in callbacks if isinstance(c, Analysis)]
+    for analysis in analyses:
+        analysis.check(module)  # what this module cannot have, refused before training
     job = job_info()
     check_distribution(cfg, job)
     trainer_overrides = pin_parallel_job(job)
@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> float:
     # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
     name = ",".join(job["overrides"]) or "default"
     logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id, job_type=group)
-    trainer, clock, sigterm, resume_state = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides, config=result_cfg)
+    trainer, clock, sigterm, resume_state = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides, extra_callbacks=tuple(callbacks), config=result_cfg)
     started_logger = tracking.start(cfg.logger, logger)
     if started_logger is not logger:  # W&B fell back to offline
         trainer.logger = logger = started_logger
@@ -139,50 +139,31 @@ def run(cfg: DictConfig) -> float:
             state = load_checkpoint(checkpoint)
             module.load_state_dict(state["state_dict"])
             record["evaluated_checkpoint"] = {"select": "given", "path": str(checkpoint), "epoch": epochs_trained(state, datamodule)}
-            if cfg.gap.enabled:
-                record["gap_checkpoint"] = str(checkpoint)
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
         record["stopped_early"] = bool(trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0)
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        trainer.test(module, datamodule=datamodule, verbose=False)  # the analyses run at its end (vibench/callbacks.py)
         metrics = {**module.test_summary, **val}
         record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
         if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
             return metrics["test/iw_ll"]
-        if warning := heldout_warning(metrics, cfg):
+        warnings = [heldout_warning(metrics, OmegaConf.select(cfg, "inference.strategy.heldout.max_steps"))]
+        for analysis in analyses:
+            if analysis.result is not None:
+                metrics.update(analysis.result.metrics)
+                warnings += analysis.result.warnings
+                record.update(analysis.result.record)
+                if analysis.timing_key:
+                    analysis_time[analysis.timing_key] = analysis.result.seconds
+        for warning in filter(None, warnings):
             record.setdefault("warnings", []).append(warning)
             print_error(f"warning: {warning}")
+        if cfg.gap.enabled and checkpoint is not None:
+            record["gap_checkpoint"] = str(checkpoint)
         record["per_point"] = points.write(points.sidecar_values(module.test_points, datamodule.test_rows), [results_dir, output_dir], run_id, splits.variant)
-        if cfg.gap.enabled:
-            gap_start = time.perf_counter()
-            gaps = decompose_gaps(module, splits, cfg)
-            analysis_time["gap_s"] = time.perf_counter() - gap_start
-            metrics.update(gaps)
-            if warning := gap_warning(gaps, cfg):
-                record.setdefault("warnings", []).append(warning)
-                print_error(f"warning: {warning}")
-            if logger:
-                logger.log_metrics(gaps)
-        if cfg.ais.enabled and not cfg.gap.enabled:  # with the gap on, AIS runs on the gap's points (gap/log_px_ais)
-            ais_metrics = ais_evaluation(module, splits, cfg)
-            metrics.update(ais_metrics)
-            record["ais"] = {k: cfg.ais[k] for k in ("n_points", "chains", "steps", "leapfrog", "step_size", "target_accept", "start", "iw_samples", "bdmc_points")}
-            if logger:
-                logger.log_metrics(ais_metrics)
-        if cfg.diagnostics.grad_variance.enabled:
-            variances = gradient_variances(module, splits, cfg)
-            metrics.update(variances)
-            if logger:
-                logger.log_metrics(variances)
         if splits.true_log_prob is not None:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
         trained = record["evaluated_checkpoint"]["epoch"] if checkpoint is not None else trainer.current_epoch  # a given checkpoint: its own training
         record.update(status="completed", epochs=trained, global_step=trainer.global_step if checkpoint is None else state.get("global_step"))
-        if cfg.images and splits.image_shape is not None:
-            try:
-                tracking.log_images(logger, make_images(module, splits, cfg), output_dir / "images")
-            except Exception as e:  # a picture is not worth the metrics already computed
-                record["images_error"] = f"{type(e).__name__}: {e}"
-                print_error(f"images were not logged ({record['images_error']}); the metrics are recorded.")
         record["timing"] = timing(clock, module, started, analysis_time)
         path = records.write_record(record, results_dir, output_dir)
     except SIGTERMException:
@@ -197,6 +178,8 @@ def run(cfg: DictConfig) -> float:
     except BaseException as e:
         if not trainer.is_global_zero:
             raise
+        if "metrics" not in record and module.test_summary:  # an analysis failed at the test's end: the test's numbers are kept
+            record["metrics"] = {**module.test_summary}
         record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started, analysis_time))
         records.write_record(record, results_dir, output_dir)
         e.recorded = True  # the caller need not write a record of this failure
