@@ -189,3 +189,18 @@ def test_combinations_that_cannot_work_are_refused_before_training(compose_cfg, 
     with pytest.raises(ConfigError, match=fragment):
         run(compose_cfg(*overrides, "logger=none"))
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))
+
+
+@pytest.mark.parametrize("family", FLOWS, ids=lambda f: f.name)
+def test_an_untrained_flow_encoder_is_its_gaussian_encoder(family):
+    """The encoder's flow outputs start at the identity for every x: q(z|x) is the base Gaussian."""
+    torch.manual_seed(0)
+    encoder = Encoder(6, 3, hidden=[8], family=family).double()
+    x = torch.rand(5, 6, dtype=torch.float64)
+    params = encoder.params(x)
+    assert torch.equal(params[:, 6:], params[:1, 6:].expand(5, -1))  # the same flow for every x
+    z = torch.randn(4, 5, 3, dtype=torch.float64)
+    assert torch.allclose(flow_by_hand(family, params, z), z, atol=1e-12)
+    q = encoder(x)
+    s = q.sample((3,))
+    assert torch.allclose(q.log_prob(s), family.base(params).log_prob(s), atol=1e-12)

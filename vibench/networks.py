@@ -103,6 +103,9 @@ class Encoder(nn.Module):
 
     Called as ``encoder(x, idx)`` like every posterior in vibench; it ignores ``idx``.
     :meth:`params` gives the raw ``[B, n_params]`` (where a local fit starts, semi-amortized).
+    A flow family's parameters start at the family's start for every x (the identity flow, with
+    trainable directions: :meth:`~vibench.flows.Planar.init_params`), so an untrained flow encoder
+    is exactly its Gaussian encoder.
     """
 
     def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500,), activation: str = "tanh", init: str = "default", family=None):
@@ -113,6 +116,12 @@ class Encoder(nn.Module):
             family = DiagonalGaussian(latent)
         self.latent, self.family = latent, family
         self.net = initialize(mlp([dim, *hidden, family.n_params], activation), init)
+        extra = family.n_params - 2 * latent
+        if extra:  # a flow starts as the identity, so q starts as the encoder's Gaussian: its outputs are the family's start, whatever x
+            last = self.net[-1]
+            with torch.no_grad():
+                last.weight[-extra:].zero_()
+                last.bias[-extra:] = family.init_params(1, dtype=last.bias.dtype)[0, -extra:]
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
