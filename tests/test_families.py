@@ -204,3 +204,22 @@ def test_an_untrained_flow_encoder_is_its_gaussian_encoder(family):
     q = encoder(x)
     s = q.sample((3,))
     assert torch.allclose(q.log_prob(s), family.base(params).log_prob(s), atol=1e-12)
+
+
+def test_planar_log_det_stays_finite_for_large_parameters_in_float32():
+    """Regression: with |w| ~ 40 and w^T u very negative, the float32 dot product w^T u_hat rounded
+    below -1 (-1.0001 in a diverged MNIST run), the Jacobian turned singular and log|det| exploded.
+    w^T u_hat is m(w^T u) > -1 exactly: the log-determinant now matches float64 and stays finite."""
+    from vibench.flows import PlanarTransform
+
+    g = torch.Generator().manual_seed(0)
+    w = 40 * torch.randn(200, 20, generator=g, dtype=torch.float64)
+    u = -w / w.norm(dim=-1, keepdim=True) * torch.linspace(0.05, 0.4, 200, dtype=torch.float64)[:, None]  # w^T u from about -7 to -86
+    b = torch.zeros(200, dtype=torch.float64)
+    z = torch.zeros(200, 20, dtype=torch.float64)  # at w^T z + b = 0, h' = 1: the worst case
+    exact = PlanarTransform(u, w, b).log_abs_det_jacobian(z, None)
+    single = PlanarTransform(u.float(), w.float(), b.float()).log_abs_det_jacobian(z.float(), None)
+    assert torch.isfinite(single).all() and (exact < -5).all()  # nearly singular, yet finite
+    assert torch.allclose(single.double(), exact, rtol=1e-4, atol=0)
+    lhs = torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda zi: PlanarTransform(u[:1], w[:1], b[:1])._call(zi[None])[0], z[0]))[1]
+    assert lhs == pytest.approx(exact[0].item(), abs=1e-8)

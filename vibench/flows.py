@@ -51,7 +51,8 @@ class PlanarTransform(Transform):
     def __init__(self, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
         super().__init__(cache_size=1)
         wu = (w * u).sum(-1, keepdim=True)
-        self.u_hat = u + (F.softplus(wu + _SHIFT) - 1 - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
+        self.m_plus_1 = F.softplus(wu + _SHIFT)  # m(w^T u) + 1 = w^T u_hat + 1 > 0
+        self.u_hat = u + (self.m_plus_1 - 1 - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
         self.w, self.b = w, b
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
@@ -61,8 +62,12 @@ class PlanarTransform(Transform):
         raise NotImplementedError("a planar flow's density is known only at its own samples (no closed-form inverse): use posterior=gaussian or posterior=iaf here")
 
     def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h_prime = 1 - torch.tanh((z * self.w).sum(-1) + self.b) ** 2
-        return torch.log((1 + h_prime * (self.w * self.u_hat).sum(-1)).abs().clamp_min(1e-30))
+        # w^T u_hat is m(w^T u) exactly; computed as the dot product of large w and u_hat it can
+        # round below -1 in float32 (measured: -1.0001 at |w| ~ 40), making f singular there and
+        # log|det| explode. Written as 1 + h' m = tanh^2 + sech^2 (m + 1), a sum of two terms >= 0,
+        # it has no cancellation: positive wherever the exact value is representable.
+        t2 = torch.tanh((z * self.w).sum(-1) + self.b) ** 2
+        return torch.log((t2 + (1 - t2) * self.m_plus_1.squeeze(-1)).clamp_min(1e-38))
 
 
 def made_masks(latent: int, hidden: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
