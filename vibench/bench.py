@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from vibench.bench_costs import quantiles, eval_rate, matmul_gflops, startup_latency, svi_cost, sync  # noqa: F401
-from vibench.bench_contenders import BATCH, D, H, Z, PlainLoop, PyroLoop, PythaeLoop, optional  # noqa: F401
+from vibench.bench_costs import eval_rate, matmul_gflops, quantiles, startup_latency, svi_cost, sync
+from vibench.bench_contenders import BATCH, D, PlainLoop, PyroLoop, PythaeLoop, optional
 
 
 

@@ -104,8 +104,8 @@ class VariationalInference(TrainingMetrics):
         """The training objective for a batch; logs the objective's keys: ``train/loss`` (what is
         minimized), ``train/elbo`` (beta = 1), ``train/kl``, ``train/recon`` (and e.g. ``train/iw_bound``), and ``train/beta``."""
         beta = self.beta()
-        compiled = self._loss is not self.eager_loss
-        loss, stats = self._loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype) if compiled else beta)
+        # beta as a tensor: a compiled loss would recompile for every new Python float
+        loss, stats = self._loss(x, idx, torch.tensor(beta, device=x.device, dtype=x.dtype))
         self.track_training(self.objective.keys, stats, beta)
         return loss
 
