@@ -83,11 +83,11 @@ class AISEvaluation(Analysis):
     def __init__(self, settings: dict, gap_enabled: bool, seed: int, eval_chunk_mib: float):
         self.settings = AISSettings(**settings)
         super().__init__(self.settings.enabled and not gap_enabled)
-        self.requested, self.seed, self.eval_chunk_mib = self.settings.enabled, seed, eval_chunk_mib
+        self.seed, self.eval_chunk_mib = seed, eval_chunk_mib
 
     def check(self, module) -> None:
         encoder = module.encoder
-        if self.requested and self.settings.start == "encoder" and encoder is not None and not encoder.family.density_anywhere:
+        if self.settings.enabled and self.settings.start == "encoder" and encoder is not None and not encoder.family.density_anywhere:
             raise ConfigError(f"ais.start=encoder needs q's density at any z, which posterior={encoder.family.name} cannot give (no inverse): use ais.start=prior, or posterior=gaussian or iaf.")
 
     def analyse(self, module, splits) -> AnalysisResult:

@@ -128,7 +128,6 @@ def run(cfg: DictConfig) -> float:
         "tracking": tracking_info,
         **records.environment(str(trainer.strategy.root_device)),
     }
-    analysis_time: dict[str, float] = {}
     try:
         if checkpoint is None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -152,8 +151,6 @@ def run(cfg: DictConfig) -> float:
                 metrics.update(analysis.result.metrics)
                 warnings += analysis.result.warnings
                 record.update(analysis.result.record)
-                if analysis.timing_key:
-                    analysis_time[analysis.timing_key] = analysis.result.seconds
         for warning in filter(None, warnings):
             record.setdefault("warnings", []).append(warning)
             print_error(f"warning: {warning}")
@@ -164,13 +161,13 @@ def run(cfg: DictConfig) -> float:
             metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
         trained = record["evaluated_checkpoint"]["epoch"] if checkpoint is not None else trainer.current_epoch  # a given checkpoint: its own training
         record.update(status="completed", epochs=trained, global_step=trainer.global_step if checkpoint is None else state.get("global_step"))
-        record["timing"] = timing(clock, module, started, analysis_time)
+        record["timing"] = timing(clock, module, started, analyses)
         path = records.write_record(record, results_dir, output_dir)
     except SIGTERMException:
         if not trainer.is_global_zero:
             raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
-        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analysis_time))
+        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analyses))
         records.write_record(record, results_dir, output_dir)
         interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
         interrupted.recorded = True
@@ -180,7 +177,7 @@ def run(cfg: DictConfig) -> float:
             raise
         if "metrics" not in record and module.test_summary:  # an analysis failed at the test's end: the test's numbers are kept
             record["metrics"] = {**module.test_summary}
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started, analysis_time))
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started, analyses))
         records.write_record(record, results_dir, output_dir)
         e.recorded = True  # the caller need not write a record of this failure
         raise
@@ -206,9 +203,10 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
-def timing(clock, module, started: float, analyses: dict[str, float]) -> dict[str, float]:
-    """The record's wall-clock: training and test (the clock), the strategy's inner and held-out fits, the analyses, the total."""
-    return {**clock.summary(), **{k: round(v, 3) for k, v in {**module.timing, **analyses}.items()}, "total_s": round(time.perf_counter() - started, 3)}
+def timing(clock, module, started: float, analyses: list) -> dict[str, float]:
+    """The record's wall-clock: training and test (the clock), the strategy's inner and held-out fits, the timed analyses that ran, the total."""
+    ran = {a.timing_key: a.result.seconds for a in analyses if a.timing_key and a.result is not None}
+    return {**clock.summary(), **{k: round(v, 3) for k, v in {**module.timing, **ran}.items()}, "total_s": round(time.perf_counter() - started, 3)}
 
 
 def make_datamodule(cfg: DictConfig):
