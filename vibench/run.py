@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vibench import points, records
-from vibench.analyses import gap_checkpoint, heldout_warning, load_checkpoint
+from vibench import points, records, tested_model
+from vibench.analyses import gap_checkpoint, heldout_warning
 from vibench.config_checks import check_config
 from vibench.callbacks import Analysis
 from vibench.errors import ConfigError, Interrupted, VibenchError
@@ -62,17 +63,36 @@ def sweep_group(job: dict[str, Any]) -> str | None:
     return f"sweep-{job['sweep_id']}" if job["multirun"] else None
 
 
-def run(cfg: DictConfig) -> float:
-    """Train, evaluate, track and record one run; returns the test IW log-likelihood (for sweepers)."""
+@dataclass
+class Plan:
+    """A run checked and built before anything is spent (what :func:`prepare` returns)."""
+
+    cfg: DictConfig
+    results_dir: Path
+    output_dir: Path
+    datamodule: Any
+    splits: Any
+    module: Any
+    given: Path | None  # a checkpoint to test (and analyse) instead of training
+    callbacks: list
+    job: dict[str, Any]
+    resolved: dict[str, Any]
+    result_cfg: dict[str, Any]
+    group: str | None
+    resume_from: Path | None
+    resume_note: str | None
+    run_id: str
+
+    @property
+    def analyses(self) -> list[Analysis]:
+        return [c for c in self.callbacks if isinstance(c, Analysis)]
+
+
+def prepare(cfg: DictConfig) -> Plan:
+    """Step 1: refuse bad input (config values, unknown keys, folders, data files, requests this
+    module cannot serve) and build the data, the module and the callbacks, before anything is spent."""
     import lightning as L
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from vibench import tracking
-    from vibench.report_console import print_error, print_note, print_summary
-
-    started = time.perf_counter()
-    quiet_library_chatter()
-    # 1. Refuse bad input before spending anything.
     check_config(cfg)
     results_dir = records.ensure_writable(cfg.results_dir).resolve()
     output_dir = records.ensure_writable(cfg.output_dir, "output_dir").resolve()
@@ -82,93 +102,135 @@ def run(cfg: DictConfig) -> float:
     model = build("model", cfg.model)
     scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
-    checkpoint = check_evaluate_request(cfg) or gap_checkpoint(cfg.gap.enabled, cfg.gap.checkpoint)  # test (and analyse) it, without training
+    given = tested_model.evaluate_request(cfg.get("evaluate")) or gap_checkpoint(cfg.gap.enabled, cfg.gap.checkpoint)
     callbacks = [build("callbacks", c) for c in (cfg.get("callbacks") or {}).values()]
-    analyses = [c for c in callbacks if isinstance(c, Analysis)]
-    for analysis in analyses:
-        analysis.check(module)  # what this module cannot have, refused before training
+    for analysis in callbacks:
+        if isinstance(analysis, Analysis):
+            analysis.check(module)  # what this module cannot have, refused before training
     job = job_info()
     check_distribution(cfg, job)
-    trainer_overrides = pin_parallel_job(job)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     result_cfg = result_config(resolved)
     group = config_group(result_config(OmegaConf.to_container(cfg, resolve=False)))  # seed-derived values still read ${seed}
-    # A run that analyses a given checkpoint (gap.checkpoint) trains nothing: nothing to resume or move aside.
-    resume_from, resume_note = find_resume_checkpoint(cfg.resume if checkpoint is None else None, output_dir, result_cfg)
-    if resume_note:
-        print_note(resume_note)
+    # A run that tests a given checkpoint trains nothing: nothing to resume or move aside.
+    resume_from, resume_note = find_resume_checkpoint(cfg.resume if given is None else None, output_dir, result_cfg)
     run_id = (saved_state(resume_from).get("run_id") if resume_from else None) or records.new_run_id()
+    return Plan(cfg, results_dir, output_dir, datamodule, splits, module, given, callbacks, job, resolved, result_cfg, group, resume_from, resume_note, run_id)
 
-    # 2. The trainer (it refuses e.g. an accelerator this machine lacks), then tracking: W&B starts
-    # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
-    name = ",".join(job["overrides"]) or "default"
-    logger = tracking.make_logger(cfg.logger, resolved, sweep_group(job), name, run_id, job_type=group)
-    trainer, clock, sigterm, resume_state = make_trainer(cfg, output_dir, run_id, logger, trainer_overrides, extra_callbacks=tuple(callbacks), config=result_cfg)
-    started_logger = tracking.start(cfg.logger, logger)
-    if started_logger is not logger:  # W&B fell back to offline
-        trainer.logger = logger = started_logger
-    tracking_info = tracking.describe(logger)
-    record: dict[str, Any] = {
+
+def header(plan: Plan, device: str, tracking_info: dict[str, Any]) -> dict[str, Any]:
+    """The run record's fields known before training: what runs, on what data, where, tracked how."""
+    job = plan.job
+    return {
         "schema": records.SCHEMA_VERSION,
-        "run_id": run_id,
+        "run_id": plan.run_id,
         "status": "running",
         "created": records.now(),
-        "method": module.method,
-        "inference": module.describe(),
-        "dataset": {"name": datamodule.name, "variant": splits.variant, **datamodule.sizes()},
-        "iw_samples": cfg.iw_samples,
+        "method": plan.module.method,
+        "inference": plan.module.describe(),
+        "dataset": {"name": plan.datamodule.name, "variant": plan.splits.variant, **plan.datamodule.sizes()},
+        "iw_samples": plan.cfg.iw_samples,
         "overrides": job["overrides"],
         "sweep_dir": job["sweep_dir"],
         "sweep_id": job["sweep_id"],
         "job_num": job["job_num"],
-        "output_dir": str(output_dir),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "config_group": group,
-        "config": resolved,
+        "output_dir": str(plan.output_dir),
+        "resumed_from": str(plan.resume_from) if plan.resume_from else None,
+        "config_group": plan.group,
+        "config": plan.resolved,
         "tracking": tracking_info,
-        **records.environment(str(trainer.strategy.root_device)),
+        **records.environment(device),
     }
+
+
+def train(plan: Plan, trainer, resume_state) -> dict[str, Any]:
+    """Step 2: train (or load the given checkpoint) and load the model to be tested; returns the
+    record's fields on it: which checkpoint, its epochs and steps, whether training stopped early."""
+    if plan.given is not None:
+        evaluated, step = tested_model.given(plan.given, plan.module, plan.datamodule)
+        return {"evaluated_checkpoint": evaluated, "epochs": evaluated["epoch"], "global_step": step, "stopped_early": False}
+    trainer.fit(plan.module, datamodule=plan.datamodule, ckpt_path=plan.resume_from)
+    resume_state.finished = True  # a finished run is never resumed by resume=auto
+    trainer.save_checkpoint(plan.output_dir / "checkpoints" / "last.ckpt")  # and always at the end
+    evaluated = tested_model.after_training(plan.cfg.checkpoint.select, trainer, plan.module, plan.output_dir, plan.datamodule)
+    stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
+    return {"evaluated_checkpoint": evaluated, "epochs": trainer.current_epoch, "global_step": trainer.global_step, "stopped_early": bool(stopped)}
+
+
+def test(plan: Plan, trainer) -> dict[str, float]:
+    """Step 3: the K-sample test of the loaded model (the analyses run at its end, vibench/callbacks.py);
+    returns the test's metrics with the last validation's."""
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
+    trainer.test(plan.module, datamodule=plan.datamodule, verbose=False)
+    return {**plan.module.test_summary, **val}
+
+
+def analysed(plan: Plan, metrics: dict[str, float]) -> tuple[dict[str, float], list[str], dict[str, Any]]:
+    """Step 4: what the analyses found, with the exact log-likelihood where the data has one and
+    the held-out fits' warning: ``(metrics, warnings, record fields)``, all new."""
+    found: dict[str, float] = {}
+    warnings = [heldout_warning(metrics, OmegaConf.select(plan.cfg, "inference.strategy.heldout.max_steps"))]
+    fields: dict[str, Any] = {"gap_checkpoint": str(plan.given)} if plan.cfg.gap.enabled and plan.given is not None else {}
+    for analysis in plan.analyses:
+        if analysis.result is not None:
+            found.update(analysis.result.metrics)
+            warnings += analysis.result.warnings
+            fields.update(analysis.result.record)
+    if plan.splits.true_log_prob is not None:
+        found["test/true_ll"] = float(plan.splits.true_log_prob(plan.splits.test.cpu().double()).mean())
+    return found, [w for w in warnings if w], fields
+
+
+def run(cfg: DictConfig) -> float:
+    """Train, evaluate, track and record one run; returns the test IW log-likelihood (for sweepers).
+
+    Its steps: :func:`prepare` (refuse bad input, build), the trainer and tracking, :func:`train`,
+    :func:`test`, :func:`analysed`, the record. Once training has begun, a failure still leaves a
+    record with what was measured.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from vibench import tracking
+    from vibench.report_console import print_error, print_note, print_summary
+
+    started = time.perf_counter()
+    quiet_library_chatter()
+    plan = prepare(cfg)
+    if plan.resume_note:
+        print_note(plan.resume_note)
+    # The trainer (it refuses e.g. an accelerator this machine lacks), then tracking: W&B starts
+    # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
+    name = ",".join(plan.job["overrides"]) or "default"
+    logger = tracking.make_logger(cfg.logger, plan.resolved, sweep_group(plan.job), name, plan.run_id, job_type=plan.group)
+    trainer, clock, sigterm, resume_state = make_trainer(cfg, plan.output_dir, plan.run_id, logger, pin_parallel_job(plan.job), extra_callbacks=tuple(plan.callbacks), config=plan.result_cfg)
+    started_logger = tracking.start(cfg.logger, logger)
+    if started_logger is not logger:  # W&B fell back to offline
+        trainer.logger = logger = started_logger
+    record = header(plan, str(trainer.strategy.root_device), tracking.describe(logger))
+    module, analyses = plan.module, plan.analyses
     try:
-        if checkpoint is None:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-            resume_state.finished = True  # a finished run is never resumed by resume=auto
-            trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")  # and always at the end
-            record["evaluated_checkpoint"] = select_checkpoint(cfg.checkpoint.select, trainer, module, output_dir, datamodule)
-        else:
-            state = load_checkpoint(checkpoint)
-            module.load_state_dict(state["state_dict"])
-            record["evaluated_checkpoint"] = {"select": "given", "path": str(checkpoint), "epoch": epochs_trained(state, datamodule)}
-        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # test() resets them
-        record["stopped_early"] = bool(trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0)
-        trainer.test(module, datamodule=datamodule, verbose=False)  # the analyses run at its end (vibench/callbacks.py)
-        metrics = {**module.test_summary, **val}
+        trained = train(plan, trainer, resume_state)
+        record["evaluated_checkpoint"], record["stopped_early"] = trained["evaluated_checkpoint"], trained["stopped_early"]
+        metrics = test(plan, trainer)
         record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
         if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
             return metrics["test/iw_ll"]
-        warnings = [heldout_warning(metrics, OmegaConf.select(cfg, "inference.strategy.heldout.max_steps"))]
-        for analysis in analyses:
-            if analysis.result is not None:
-                metrics.update(analysis.result.metrics)
-                warnings += analysis.result.warnings
-                record.update(analysis.result.record)
-        for warning in filter(None, warnings):
+        found, warnings, fields = analysed(plan, metrics)
+        metrics.update(found)
+        for warning in warnings:
             record.setdefault("warnings", []).append(warning)
             print_error(f"warning: {warning}")
-        if cfg.gap.enabled and checkpoint is not None:
-            record["gap_checkpoint"] = str(checkpoint)
-        record["per_point"] = points.write(points.sidecar_values(module.test_points, datamodule.test_rows), [results_dir, output_dir], run_id, splits.variant)
-        if splits.true_log_prob is not None:
-            metrics["test/true_ll"] = float(splits.true_log_prob(splits.test.cpu().double()).mean())
-        trained = record["evaluated_checkpoint"]["epoch"] if checkpoint is not None else trainer.current_epoch  # a given checkpoint: its own training
-        record.update(status="completed", epochs=trained, global_step=trainer.global_step if checkpoint is None else state.get("global_step"))
+        record.update(fields)
+        record["per_point"] = points.write(points.sidecar_values(module.test_points, plan.datamodule.test_rows), [plan.results_dir, plan.output_dir], plan.run_id, plan.splits.variant)
+        record.update(status="completed", epochs=trained["epochs"], global_step=trained["global_step"])
         record["timing"] = timing(clock, module, started, analyses)
-        path = records.write_record(record, results_dir, output_dir)
+        path = records.write_record(record, plan.results_dir, plan.output_dir)
     except SIGTERMException:
         if not trainer.is_global_zero:
             raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
         record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analyses))
-        records.write_record(record, results_dir, output_dir)
+        records.write_record(record, plan.results_dir, plan.output_dir)
         interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
         interrupted.recorded = True
         raise interrupted from None
@@ -178,7 +240,7 @@ def run(cfg: DictConfig) -> float:
         if "metrics" not in record and module.test_summary:  # an analysis failed at the test's end: the test's numbers are kept
             record["metrics"] = {**module.test_summary}
         record.update(status="failed", error=f"{type(e).__name__}: {e}", timing=timing(clock, module, started, analyses))
-        records.write_record(record, results_dir, output_dir)
+        records.write_record(record, plan.results_dir, plan.output_dir)
         e.recorded = True  # the caller need not write a record of this failure
         raise
     finally:
@@ -212,40 +274,3 @@ def timing(clock, module, started: float, analyses: list) -> dict[str, float]:
 def make_datamodule(cfg: DictConfig):
     """The run's DataModule, with ``train.steps_per_call`` minibatches per Lightning step."""
     return build("dataset", cfg.dataset, steps_per_call=cfg.train.steps_per_call, step_multiple=cfg.checkpoint.every_n_steps)
-
-
-def check_evaluate_request(cfg: DictConfig) -> Path | None:
-    """``evaluate=PATH``: the checkpoint (or run folder's ``checkpoints/last.ckpt``) to test without training."""
-    if cfg.get("evaluate") is None:
-        return None
-    path = Path(str(cfg.evaluate)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"evaluate={cfg.evaluate}: no checkpoint at {path}. Give a .ckpt file (e.g. a run's checkpoints/best.ckpt) or a run's output folder.")
-    return path
-
-
-def epochs_trained(state: dict, datamodule) -> int:
-    """Whole epochs of training behind a checkpoint, from its optimizer steps (Lightning's own
-    ``epoch`` field counts differently in a validation-end save and in the end-of-fit save)."""
-    return int(state.get("global_step", 0)) // max(1, datamodule.steps_per_epoch())
-
-
-def select_checkpoint(select: str, trainer, module, output_dir: Path, datamodule) -> dict[str, Any]:
-    """Load the model that is to be tested into ``module`` and say which one it is, for the record.
-
-    ``last``: the weights at the end of training, as they are. ``best``: ``checkpoints/best.ckpt``,
-    the epoch with the best ``val/elbo`` (Lightning's ModelCheckpoint monitoring it).
-    """
-    last_epoch = trainer.current_epoch  # epochs completed
-    if select != "best":
-        return {"select": "last", "epoch": last_epoch, "path": str(output_dir / "checkpoints" / "last.ckpt")}
-    best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/elbo"), None)
-    if best is None or not best.best_model_path:
-        raise ConfigError("checkpoint.select=best needs a validation ELBO, and no validation epoch ran: validate at least once (trainer.limit_val_batches > 0).")
-    state = load_checkpoint(Path(best.best_model_path))
-    module.load_state_dict(state["state_dict"])
-    return {"select": "best", "epoch": epochs_trained(state, datamodule), "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
-
-
