@@ -8,6 +8,7 @@ in the task's ``finally`` so the next job of a multirun opens its own.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,15 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
 from vibench.errors import VibenchError
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """How :func:`start` starts a W&B run (``logger.mode``, ``logger.fallback``), read from the
+    logger's config once, where it is built (:func:`make_logger`)."""
+
+    mode: str = "offline"
+    fallback: str = "none"  # offline: continue offline if W&B cannot start online
 
 
 def _wandb_settings(cfg: DictConfig):
@@ -31,18 +41,18 @@ def _wandb_settings(cfg: DictConfig):
     return wandb.Settings(init_timeout=float(cfg.get("init_timeout", 10)), quiet=quiet, silent=quiet, show_colors=sys.stderr.isatty())
 
 
-def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str, job_type: str | None = None) -> Logger | bool:
-    """The logger from ``cfg`` (``False`` for none), not started yet: :func:`start` starts it, after
-    everything else that can refuse the run (the trainer too) was built.
+def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | None, name: str, run_id: str, job_type: str | None = None) -> tuple[Logger | bool, StartOptions]:
+    """The logger from ``cfg`` (``False`` for none), not started yet, and how to start it:
+    :func:`start` starts it, after everything else that can refuse the run (the trainer too) was built.
 
     W&B gets the resolved config, a group (the sweep), a name, and as ``job_type`` the run's
     configuration group (:func:`~vibench.resume.config_group`, the same for runs that differ only
     in their seed), so that W&B's "group by job type" averages seeds.
     """
     if cfg is None:
-        return False
+        return False, StartOptions()
     if not str(cfg.get("_target_", "")).endswith("WandbLogger"):
-        return instantiate(cfg)
+        return instantiate(cfg), StartOptions()
     kwargs = {k: v for k, v in cfg.items() if k not in ("init_timeout", "fallback", "quiet")}
     # instantiate's own first parameter is called `config`: build a partial, then call it.
     factory = instantiate(DictConfig(kwargs), _partial_=True)
@@ -52,10 +62,10 @@ def make_logger(cfg: DictConfig | None, config: dict[str, Any], group: str | Non
     logger = factory(group=cfg.get("group") or group, name=cfg.get("name") or name, job_type=cfg.get("job_type") or job_type, config=config, settings=_wandb_settings(cfg), **ids)
     # Lightning passes anonymous=None, which W&B answers on every run with a deprecation warning.
     logger._wandb_init.pop("anonymous", None)
-    return logger
+    return logger, StartOptions(mode=str(cfg.get("mode")), fallback=str(cfg.get("fallback", "none")))
 
 
-def start(cfg: DictConfig | None, logger: Logger | bool) -> Logger | bool:
+def start(options: StartOptions, logger: Logger | bool) -> Logger | bool:
     """Start the W&B run of ``logger`` (other loggers need no start), so its failures come before
     training. Online, it must start within ``init_timeout`` seconds; if it cannot (no API key, no
     network), vibench stops with a message, or continues offline when ``fallback: offline``
@@ -69,7 +79,7 @@ def start(cfg: DictConfig | None, logger: Logger | bool) -> Logger | bool:
     except Exception as e:  # wandb raises UsageError (no key), CommError (no network), ...
         wandb.finish(exit_code=1, quiet=True) if wandb.run is not None else None
         reason = str(e).splitlines()[0].rstrip(".")
-        if cfg.get("fallback") == "offline" and cfg.get("mode") != "offline":
+        if options.fallback == "offline" and options.mode != "offline":
             from vibench.report_console import print_error
 
             print_error(f"W&B could not start online ({reason}); continuing offline as logger.fallback=offline asks.")
@@ -77,7 +87,7 @@ def start(cfg: DictConfig | None, logger: Logger | bool) -> Logger | bool:
             offline._wandb_init.pop("anonymous", None)
             return offline
         raise VibenchError(
-            f"W&B could not start in {cfg.get('mode')} mode: {reason}. Run `wandb login` (or set WANDB_API_KEY) and check the network, "
+            f"W&B could not start in {options.mode} mode: {reason}. Run `wandb login` (or set WANDB_API_KEY) and check the network, "
             "or run offline with logger.mode=offline (upload later with `wandb sync`), or let it fall back with logger.fallback=offline."
         ) from None
     return logger
