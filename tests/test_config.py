@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -51,12 +52,34 @@ def test_aevb_mnist_preset_pins_kingma_welling_setting(compose_cfg):
         ("+model.decoder.hiden=[10]", "model.decoder.hiden is not a setting of vibench.networks.Decoder. Did you mean 'hidden'?"),
         ("+inference.strategy.encoder.foo=1", "inference.strategy.encoder.foo is not a setting of vibench.networks.Encoder"),
         ("optimizer._target_=torch.optim.Adamm", "optimizer._target_='torch.optim.Adamm' cannot be imported"),
+        # the analyses' typed settings: what each field allows comes from the dataclass
+        ("gap.n_points=0", "gap.n_points=0 is not valid: gap.n_points must be an integer >= 1"),
+        ("gap.init=zero", "gap.init must be prior or encoder"),
+        ("gap.patience=-1", "gap.patience must be an integer >= 0"),
+        ("ais.target_accept=1.5", "ais.target_accept must be a number in [0, 1]"),
+        ("ais.step_size=0", "ais.step_size must be a number > 0"),
+        ("ais.enabled=yes", "ais.enabled must be true or false"),
+        ("+gap.n_pointz=5", "gap.n_pointz is not a setting of gap. Did you mean 'n_points'?"),
+        ("+ais.chain=4", "ais.chain is not a setting of ais. Did you mean 'chains'?"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(compose_cfg, override, fragment):
     with pytest.raises(ConfigError) as e:
         check_config(compose_cfg(*override.split()))
     assert fragment in str(e.value)
+
+
+def test_every_typed_setting_is_checked():
+    """Each field of the analyses' settings is checked before the run (all but the gap's checkpoint
+    path, which run() checks for existence), and with the same words as the other scalars."""
+    from vibench.analyses import AISSettings, GapSettings
+    from vibench.config_checks import SCALARS
+
+    for prefix, settings in (("gap", GapSettings), ("ais", AISSettings)):
+        unchecked = {f.name for f in dataclasses.fields(settings)} - {k.split(".", 1)[1] for k in SCALARS if k.startswith(prefix + ".")}
+        assert unchecked == ({"checkpoint"} if prefix == "gap" else set())
+    ok, desc = SCALARS["gap.n_points"]
+    assert desc == SCALARS["latent"][1] == "an integer >= 1" and ok(1) and not ok(0) and not ok(True) and not ok(1.5)
 
 
 def test_flags_first_moves_hydra_flags_before_overrides():

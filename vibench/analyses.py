@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from vibench.allowed import integer, number, one_of, unit
 from vibench.errors import ConfigError
 
 # below this fraction of converged per-point fits (gap q*, SVI held-out q_i), the run warns
@@ -21,18 +22,19 @@ CONVERGED_ENOUGH = 0.95
 
 @dataclass(frozen=True)
 class GapSettings:
-    """``gap.*`` (conf/config.yaml): the decomposition's points and the q* fits."""
+    """``gap.*`` (conf/config.yaml): the decomposition's points and the q* fits. Each field says
+    what it allows (:mod:`vibench.allowed`); the config's values are checked against it before anything runs."""
 
     enabled: bool = False
     checkpoint: str | None = None
-    n_points: int = 100
-    init: str = "encoder"
-    iw_samples: int = 5000
-    lr: float = 1e-3
-    samples: int = 50
-    window: int = 100
-    patience: int = 10
-    max_steps: int = 20000
+    n_points: int = field(default=100, metadata={"allowed": integer(1)})
+    init: str = field(default="encoder", metadata={"allowed": one_of("prior", "encoder")})
+    iw_samples: int = field(default=5000, metadata={"allowed": integer(1)})
+    lr: float = field(default=1e-3, metadata={"allowed": number(0, strict=True)})
+    samples: int = field(default=50, metadata={"allowed": integer(1)})
+    window: int = field(default=100, metadata={"allowed": integer(1)})
+    patience: int = field(default=10, metadata={"allowed": integer(0)})
+    max_steps: int = field(default=20000, metadata={"allowed": integer(1)})
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,16 @@ class AISSettings:
     """``ais.*`` (conf/config.yaml): annealed importance sampling and the BDMC sandwich."""
 
     enabled: bool = False
-    n_points: int = 100
-    chains: int = 16
-    steps: int = 500
-    leapfrog: int = 5
-    step_size: float = 0.05
-    target_accept: float = 0.65
-    start: str = "encoder"
-    iw_samples: int = 5000
-    batch_points: int = 50
-    bdmc_points: int = 0
+    n_points: int = field(default=100, metadata={"allowed": integer(1)})
+    chains: int = field(default=16, metadata={"allowed": integer(1)})
+    steps: int = field(default=500, metadata={"allowed": integer(1)})
+    leapfrog: int = field(default=5, metadata={"allowed": integer(1)})
+    step_size: float = field(default=0.05, metadata={"allowed": number(0, strict=True)})
+    target_accept: float = field(default=0.65, metadata={"allowed": unit()})
+    start: str = field(default="encoder", metadata={"allowed": one_of("encoder", "prior")})
+    iw_samples: int = field(default=5000, metadata={"allowed": integer(1)})
+    batch_points: int = field(default=50, metadata={"allowed": integer(1)})
+    bdmc_points: int = field(default=0, metadata={"allowed": integer(0)})
 
 
 def gap_checkpoint(enabled: bool, checkpoint: str | None) -> Path | None:

@@ -4,19 +4,29 @@ Hydra already refuses ``laten=5`` (unknown key without ``+``) and unknown group 
 module catches the rest: wrong types and ranges of the swept scalars (``latent=abc``), unknown
 keys added with ``+`` (``+laten=5``), and keys that a component's constructor does not take
 (``+model.decoder.hiden=[10]``), each with one short message naming the key, the value and what
-is allowed.
+is allowed. The analyses' settings are typed dataclasses (:class:`~vibench.analyses.GapSettings`,
+:class:`~vibench.analyses.AISSettings`) whose fields say what they allow; their checks here are
+read from them.
+
+Not Hydra's ConfigStore schemas: with Hydra 1.3, a structured schema refuses ``latent=abc`` at
+composition as "Value 'abc' of type 'str' could not be converted to Integer / full_key: latent /
+object_type=Schema", without what is allowed or an example; it accepts ``+laten=5`` (``+`` adds the
+key to the schema) and checks no range (``gap.n_points=-3`` composes). The checks below would all
+still be needed, and the first refusal would read worse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from vibench.allowed import BOOL, Allowed, field_checks, integer, number, one_of, optional, unit, unknown_fields
+from vibench.analyses import AISSettings, GapSettings
 from vibench.errors import ConfigError
 from vibench.networks import INIT_SCHEMES
 
@@ -28,95 +38,60 @@ TOP_LEVEL = {
 }
 
 
-def _int(minimum: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)), desc
-
-
-def _float(minimum: float, strict: bool) -> tuple[Callable[[Any], bool], str]:
-    desc = f"a number {'>' if strict else '>='} {minimum:g}"
-    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and (v > minimum if strict else v >= minimum)  # noqa: E731
-    return ok, desc
-
-
-def _unit() -> tuple[Callable[[Any], bool], str]:
-    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1  # noqa: E731
-    return ok, "a number in [0, 1]"
-
-
-def _optional(check: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v is None or check[0](v)), f"null or {check[1]}"
-
-
-_BOOL = (lambda v: isinstance(v, bool)), "true or false"
 _STR = (lambda v: isinstance(v, str) and v != ""), "a non-empty path"
 
 # key -> (check, description of what is allowed)
-SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "latent": _int(1),
-    "mc_samples": _int(1),
-    "iw_samples": _int(1),
-    "analytic_kl": _BOOL,
-    "objective.samples": _int(1),
-    "annealing.per": ((lambda v: v in ("steps", "epochs")), "steps or epochs"),
-    "annealing.fn.beta": _float(0, strict=False),
-    "annealing.fn.warmup": _float(0, strict=False),
-    "annealing.fn.start": _unit(),
-    "annealing.fn.end": _unit(),
-    "annealing.fn.k": _float(0, strict=True),
-    "annealing.fn.total": _float(0, strict=True),
-    "annealing.fn.cycles": _int(1),
-    "annealing.fn.ratio": _unit(),
-    "seed": _int(0),
+SCALARS: dict[str, Allowed] = {
+    "latent": integer(1),
+    "mc_samples": integer(1),
+    "iw_samples": integer(1),
+    "analytic_kl": BOOL,
+    "objective.samples": integer(1),
+    "annealing.per": one_of("steps", "epochs"),
+    "annealing.fn.beta": number(0, strict=False),
+    "annealing.fn.warmup": number(0, strict=False),
+    "annealing.fn.start": unit(),
+    "annealing.fn.end": unit(),
+    "annealing.fn.k": number(0, strict=True),
+    "annealing.fn.total": number(0, strict=True),
+    "annealing.fn.cycles": integer(1),
+    "annealing.fn.ratio": unit(),
+    "seed": integer(0),
     "results_dir": _STR,
-    "images": _BOOL,
-    "eval.chunk_mib": _float(0, strict=True),
-    "eval.batch_size": _int(1),
-    "train.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
-    "train.steps_per_call": _int(1),
-    "eval.compile": ((lambda v: v in (True, False, "auto")), "auto, true or false"),
-    "eval.repeats": _int(1),
+    "images": BOOL,
+    "eval.chunk_mib": number(0, strict=True),
+    "eval.batch_size": integer(1),
+    "train.compile": one_of(True, False, "auto", desc="auto, true or false"),
+    "train.steps_per_call": integer(1),
+    "eval.compile": one_of(True, False, "auto", desc="auto, true or false"),
+    "eval.repeats": integer(1),
     "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),
-    "checkpoint.select": ((lambda v: v in ("last", "best")), "last or best (the best validation ELBO)"),
-    "early_stopping.patience": _optional(_int(1)),
-    "dataset.batch_size": _int(1),
-    "dataset.train_subset": _optional(_int(1)),
-    "dataset.val_subset": _optional(_int(1)),
-    "dataset.test_subset": _optional(_int(1)),
-    "optimizer.lr": _float(0, strict=True),
-    "trainer.max_epochs": _int(-1),
-    "checkpoint.every_n_epochs": _optional(_int(1)),
-    "checkpoint.every_n_steps": _optional(_int(1)),
+    "checkpoint.select": one_of("last", "best", desc="last or best (the best validation ELBO)"),
+    "early_stopping.patience": optional(integer(1)),
+    "dataset.batch_size": integer(1),
+    "dataset.train_subset": optional(integer(1)),
+    "dataset.val_subset": optional(integer(1)),
+    "dataset.test_subset": optional(integer(1)),
+    "optimizer.lr": number(0, strict=True),
+    "trainer.max_epochs": integer(-1),
+    "checkpoint.every_n_epochs": optional(integer(1)),
+    "checkpoint.every_n_steps": optional(integer(1)),
     "evaluate": ((lambda v: v is None or isinstance(v, str) and v != ""), "null or a checkpoint path"),
     "resume": ((lambda v: v is None or isinstance(v, str) and v != ""), "auto, null, or a checkpoint path"),
-    "diagnostics.grad_variance.enabled": _BOOL,
-    "diagnostics.grad_variance.repeats": _int(2),
-    "diagnostics.grad_variance.n_points": _int(1),
-    "ais.enabled": _BOOL,
-    "ais.n_points": _int(1),
-    "ais.chains": _int(1),
-    "ais.steps": _int(1),
-    "ais.leapfrog": _int(1),
-    "ais.step_size": _float(0, strict=True),
-    "ais.target_accept": _unit(),
-    "ais.start": ((lambda v: v in ("encoder", "prior")), "encoder or prior"),
-    "ais.iw_samples": _int(1),
-    "ais.batch_points": _int(1),
-    "ais.bdmc_points": _int(0),
-    "gap.enabled": _BOOL,
-    "gap.n_points": _int(1),
-    "gap.init": ((lambda v: v in ("prior", "encoder")), "prior or encoder"),
-    "gap.iw_samples": _int(1),
-    "gap.lr": _float(0, strict=True),
-    "gap.samples": _int(1),
-    "gap.window": _int(1),
-    "gap.patience": _int(0),
-    "gap.max_steps": _int(1),
-    "inference.strategy.inner_steps": _int(0),
-    "inference.strategy.inner_grad_clip": _optional(_float(0, strict=True)),
-    "posterior.layers": _int(1),
-    "prior.components": _int(1),
+    "diagnostics.grad_variance.enabled": BOOL,
+    "diagnostics.grad_variance.repeats": integer(2),
+    "diagnostics.grad_variance.n_points": integer(1),
+    "inference.strategy.inner_steps": integer(0),
+    "inference.strategy.inner_grad_clip": optional(number(0, strict=True)),
+    "posterior.layers": integer(1),
+    "prior.components": integer(1),
+    # the analyses' typed settings say what each of their fields allows
+    **field_checks("gap", GapSettings),
+    **field_checks("ais", AISSettings),
 }
+
+# top-level sections read into a settings dataclass: a key that is not one of its fields is refused
+TYPED_SECTIONS: dict[str, type] = {"gap": GapSettings, "ais": AISSettings}
 
 
 def _suggest(key: str, options: set[str] | list[str]) -> str:
@@ -144,6 +119,16 @@ def check_top_level(cfg: DictConfig) -> None:
                 f"'{key}' is not a vibench setting (was it added with +{key}=...?).{_suggest(str(key), TOP_LEVEL)} "
                 f"Settings: {', '.join(sorted(TOP_LEVEL))}."
             )
+
+
+def check_typed_sections(cfg: DictConfig) -> None:
+    """Keys added to a typed section (``+gap.n_pointz=5``) that its settings dataclass does not have."""
+    for section, settings in TYPED_SECTIONS.items():
+        node = cfg.get(section)
+        if isinstance(node, DictConfig):
+            allowed = [f.name for f in dataclasses.fields(settings)]
+            for key in unknown_fields(node.keys(), settings):
+                raise ConfigError(f"{section}.{key} is not a setting of {section}.{_suggest(key, allowed)} Settings of {section}: {', '.join(allowed)}.")
 
 
 def check_targets(node: Any, path: str = "") -> None:
@@ -195,6 +180,7 @@ def check_learning_rates(node: Any, path: str = "") -> None:
 def check_config(cfg: DictConfig) -> None:
     """All checks; raises :class:`ConfigError` with a message meant for the user."""
     check_top_level(cfg)
+    check_typed_sections(cfg)
     check_scalars(cfg)
     check_learning_rates(cfg)
     check_targets(cfg)
