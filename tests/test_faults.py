@@ -172,6 +172,11 @@ def test_explicit_resume_continues_a_finished_run_for_longer_without_early_stopp
     second = json.loads(next((tmp_path / "second").glob("*.json")).read_text())
     assert second["resumed_from"] and second["epochs"] == 3
     assert second["global_step"] == 3 * first["global_step"]
+    # the record counts the training time of both segments, carried in the checkpoint
+    t1, t2 = first["timing"], second["timing"]
+    assert "train_s_all_segments" not in t1
+    assert t2["train_s_all_segments"] == pytest.approx(t1["train_s"] + t2["train_s"], abs=0.005)
+    assert t2["val_s_all_segments"] == pytest.approx(t1["val_s"] + t2["val_s"], abs=0.005)
 
 
 def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_path):

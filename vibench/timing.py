@@ -16,10 +16,18 @@ def _sync(pl_module: L.LightningModule) -> None:
 
 
 class WallClock(L.Callback):
-    """Times the phases of a run. Training time excludes the validation passes run during fit."""
+    """Times the phases of a run. Training time excludes the validation passes run during fit.
+
+    A resumed run's record also gives the training and validation seconds of all its segments
+    (``train_s_all_segments``, ``val_s_all_segments``): the clock's totals travel in each
+    checkpoint (:meth:`state_dict`), so a run continued over several sessions reports its whole
+    cost, not only the last segment's. Time between segments is not counted.
+    """
 
     def __init__(self) -> None:
         self.fit_s = self.val_s = self.test_s = 0.0
+        self.earlier_train_s = self.earlier_val_s = 0.0  # segments before a resume, from the checkpoint
+        self.resumed = False
         self.train_examples, self.world_size = 0, 1
         self.first_step_at: float | None = None
         self._t: dict[str, float] = {}
@@ -58,8 +66,23 @@ class WallClock(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_examples += sum(len(x) for x, _ in as_minibatches(batch)) * self.world_size
 
+    def _so_far(self) -> tuple[float, float]:
+        """This segment's training and validation seconds up to now (also mid-fit)."""
+        fit = self.fit_s + (time.perf_counter() - self._t["fit"] if "fit" in self._t else 0.0)
+        val = self.val_s + (time.perf_counter() - self._t["val"] if "val" in self._t else 0.0)
+        return max(fit - val, 0.0), val
+
+    def state_dict(self) -> dict[str, float]:
+        train, val = self._so_far()
+        return {"train_s": self.earlier_train_s + train, "val_s": self.earlier_val_s + val}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.earlier_train_s, self.earlier_val_s = float(state.get("train_s", 0.0)), float(state.get("val_s", 0.0))
+        self.resumed = True
+
     def summary(self) -> dict[str, float]:
         train_s = max(self.fit_s - self.val_s, 0.0)
+        segments = {"train_s_all_segments": round(self.earlier_train_s + train_s, 3), "val_s_all_segments": round(self.earlier_val_s + self.val_s, 3)} if self.resumed else {}
         return {
             "train_s": round(train_s, 3),
             "val_s": round(self.val_s, 3),
@@ -67,4 +90,5 @@ class WallClock(L.Callback):
             "train_examples": self.train_examples,
             "train_examples_per_s": round(self.train_examples / train_s, 1) if train_s > 0 else None,
             "first_step_at": self.first_step_at,
+            **segments,
         }
