@@ -186,3 +186,58 @@ def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_pa
     run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false"))
     with pytest.raises(ConfigError, match="different configuration .*latent: 10 -> 3"):
         run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false", "latent=3", f"resume={tmp_path / 'out'}"))
+
+
+def test_a_run_moved_to_another_machine_resumes_where_the_data_lives_elsewhere(tmp_path):
+    """Bug: the data folder and cache were part of the resume fingerprint, so a run started on a lent
+    GPU (data under /tmp/data) was not resumed on the CPU machine (data under ../shared/data): it was
+    moved aside and restarted from epoch 0. Where the data is read from is not what a run computes;
+    any other difference still refuses."""
+    from vibench.resume import find_resume_checkpoint
+
+    def flat(root, latent=40):
+        return {"latent": latent, "dataset.name": "binarized_mnist", "dataset.source._target_": "vibench.data.sources.binarized_mnist",
+                "dataset.source.root": root, "dataset.source.cache_dir": f"{root}/cache", "dataset.source.download": True}
+
+    last = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"callbacks": {"ResumeState": {"run_id": "gpu-run", "config": flat("/tmp/data"), "finished": False}}}, last)
+    path, message = find_resume_checkpoint("auto", tmp_path / "out", flat("/work/shared/data"))
+    assert path == last and "resuming the interrupted run gpu-run" in message
+    assert find_resume_checkpoint(str(tmp_path / "out"), tmp_path / "elsewhere", flat("/work/shared/data"))[0] == last
+
+    path, message = find_resume_checkpoint("auto", tmp_path / "out", flat("/work/shared/data", latent=20))
+    assert path is None and "latent: 40 -> 20" in message and "dataset.source.root" not in message
+
+
+def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
+    """Bug: on resume=PATH into another output folder, Lightning dropped the best validation score
+    (it reloads it only for an unchanged folder), so the continued run selected the best model of its
+    new epochs alone. The earlier best.ckpt is now copied over with its score; a worse epoch does not
+    replace it, and the old folder is not touched."""
+    from types import SimpleNamespace
+
+    from vibench.best_checkpoint import BestCheckpoint
+
+    old = BestCheckpoint(tmp_path / "first" / "checkpoints")
+    (tmp_path / "first" / "checkpoints").mkdir(parents=True)
+    best = tmp_path / "first" / "checkpoints" / "best.ckpt"
+    best.write_bytes(b"epoch 7")
+    score = torch.tensor(-97.5)
+    old.best_model_path, old.best_model_score, old.kth_best_model_path, old.best_k_models, old.kth_value = str(best), score, str(best), {str(best): score}, score
+    state = old.state_dict()
+    assert old.state_key == "ModelCheckpoint{'monitor': 'val/elbo', 'mode': 'max', 'every_n_train_steps': 0, 'every_n_epochs': 1, 'train_time_interval': None}"
+
+    new = BestCheckpoint(tmp_path / "longer" / "checkpoints")
+    new.load_state_dict(state)
+    copied = tmp_path / "longer" / "checkpoints" / "best.ckpt"
+    assert new.best_model_path == str(copied) and copied.read_bytes() == b"epoch 7" and best.read_bytes() == b"epoch 7"
+    assert float(new.best_model_score) == -97.5
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=lambda decision: decision))
+    assert not new.check_monitor_top_k(trainer, torch.tensor(-98.0)) and new.check_monitor_top_k(trainer, torch.tensor(-97.0))
+
+    # a folder moved whole (the old path gone): its own best.ckpt, beside last.ckpt, is the best
+    best.unlink()
+    moved = BestCheckpoint(tmp_path / "longer" / "checkpoints")
+    moved.load_state_dict(state)
+    assert moved.best_model_path == str(copied) and float(moved.best_model_score) == -97.5

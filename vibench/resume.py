@@ -29,6 +29,11 @@ NOT_RESULT_KEYS = (
 # Differences an explicit resume=PATH may have: continuing a finished run for longer, or an
 # early-stopped one with a longer patience (or none).
 LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "early_stopping.patience")
+# Where the data files are read from, not what they hold (each source verifies its files by checksum):
+# a run moved to another machine (started on a lent GPU, continued on a CPU) is the same run. They
+# stay in result_config, so that config groups of existing records keep their hashes; resume
+# decisions drop them from both sides (a checkpoint's stored config included them).
+DATA_LOCATION_KEYS = ("dataset.source.root", "dataset.source.cache_dir", "dataset.source.download")
 
 
 def result_config(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +81,12 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in keys if a.get(k, "(absent)") != b.get(k, "(absent)")]
 
 
+def same_run_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`result_config` dict (or a checkpoint's stored one) less :data:`DATA_LOCATION_KEYS`:
+    what must be equal for a checkpoint to be resumed."""
+    return {k: v for k, v in config.items() if k not in DATA_LOCATION_KEYS}
+
+
 def saved_state(checkpoint: Path) -> dict[str, Any]:
     """What :class:`~vibench.faults.ResumeState` stored in a checkpoint: run id, config, finished (``{}`` if none)."""
     import torch
@@ -102,8 +113,10 @@ def find_resume_checkpoint(resume: Any, output_dir: Path, config: dict[str, Any]
 
     ``resume``: ``auto`` (this output folder's interrupted run of the same configuration), a path
     (a checkpoint, or a run's output folder; it must be the same configuration, up to its length),
-    or ``None``/``False`` (always afresh). ``config`` is this run's :func:`result_config`.
+    or ``None``/``False`` (always afresh). ``config`` is this run's :func:`result_config`; where the
+    data is read from (:data:`DATA_LOCATION_KEYS`) may differ.
     """
+    config = same_run_keys(config)
     if resume is None or resume is False:
         return None, None
     if resume == "auto":
@@ -111,7 +124,7 @@ def find_resume_checkpoint(resume: Any, output_dir: Path, config: dict[str, Any]
         if not last.is_file():
             return None, None
         state = saved_state(last)
-        old = state.get("config")
+        old = None if state.get("config") is None else same_run_keys(state["config"])
         if old == config and not state.get("finished", False):
             return last, f"resuming the interrupted run {state.get('run_id')} from {last} (same configuration)."
         if old is None:
@@ -129,6 +142,7 @@ def find_resume_checkpoint(resume: Any, output_dir: Path, config: dict[str, Any]
     if not path.is_file():
         raise ConfigError(f"resume={resume}: no checkpoint at {path}. Give a .ckpt file or a run's output folder holding checkpoints/last.ckpt.")
     old = saved_state(path).get("config")
+    old = None if old is None else same_run_keys(old)
     if old is None:
         return path, f"resuming from {path}, which has no configuration fingerprint (an older vibench): make sure it is the same configuration."
     diff = [d for d in differences(old, config) if d.split(":")[0] not in LENGTH_KEYS]

@@ -28,7 +28,9 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     resume_state = ResumeState(run_id, config)
     callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
     if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
-        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False))
+        from vibench.best_checkpoint import BestCheckpoint
+
+        callbacks.append(BestCheckpoint(output_dir / "checkpoints"))
     if cfg.get("early_stopping", {}).get("patience") is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
