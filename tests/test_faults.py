@@ -214,15 +214,19 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     """Bug: on resume=PATH into another output folder, Lightning dropped the best validation score
     (it reloads it only for an unchanged folder), so the continued run selected the best model of its
     new epochs alone. The earlier best.ckpt is now copied over with its score; a worse epoch does not
-    replace it, and the old folder is not touched."""
+    replace it, and the old folder is not touched. A file at the old path that another run wrote
+    (a folder moved from another machine) is never taken for it."""
     from types import SimpleNamespace
 
     from vibench.best_checkpoint import BestCheckpoint
 
+    def best_file(path, score):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": 7, "callbacks": {old.state_key: {"best_model_score": torch.tensor(score)}}}, path)
+
     old = BestCheckpoint(tmp_path / "first" / "checkpoints")
-    (tmp_path / "first" / "checkpoints").mkdir(parents=True)
     best = tmp_path / "first" / "checkpoints" / "best.ckpt"
-    best.write_bytes(b"epoch 7")
+    best_file(best, -97.5)
     score = torch.tensor(-97.5)
     old.best_model_path, old.best_model_score, old.kth_best_model_path, old.best_k_models, old.kth_value = str(best), score, str(best), {str(best): score}, score
     state = old.state_dict()
@@ -231,7 +235,7 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     new = BestCheckpoint(tmp_path / "longer" / "checkpoints")
     new.load_state_dict(state)
     copied = tmp_path / "longer" / "checkpoints" / "best.ckpt"
-    assert new.best_model_path == str(copied) and copied.read_bytes() == b"epoch 7" and best.read_bytes() == b"epoch 7"
+    assert new.best_model_path == str(copied) and copied.read_bytes() == best.read_bytes()
     assert float(new.best_model_score) == -97.5
     trainer = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=lambda decision: decision))
     assert not new.check_monitor_top_k(trainer, torch.tensor(-98.0)) and new.check_monitor_top_k(trainer, torch.tensor(-97.0))
@@ -241,3 +245,10 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     moved = BestCheckpoint(tmp_path / "longer" / "checkpoints")
     moved.load_state_dict(state)
     assert moved.best_model_path == str(copied) and float(moved.best_model_score) == -97.5
+
+    # the old path holds another run's best (score -96.0): not copied; Lightning's fallback, with its warning
+    best_file(best, -96.0)
+    elsewhere = BestCheckpoint(tmp_path / "third" / "checkpoints")
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        elsewhere.load_state_dict(state)
+    assert not (tmp_path / "third" / "checkpoints" / "best.ckpt").exists()

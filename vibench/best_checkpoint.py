@@ -35,12 +35,22 @@ class BestCheckpoint(ModelCheckpoint):
         old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
         if old_dir and old_best and Path(old_dir).resolve() != Path(self.dirpath).resolve():
             here = Path(self.dirpath) / Path(old_best).name
-            if Path(old_best).is_file():
+            score = state_dict["best_model_score"]
+            if not self._holds(here, score) and self._holds(Path(old_best), score):
                 here.parent.mkdir(parents=True, exist_ok=True)
                 tmp = here.with_name(here.name + ".tmp")
                 shutil.copy2(old_best, tmp)
                 os.replace(tmp, here)
-            if here.is_file():
-                score = state_dict["best_model_score"]
+            if self._holds(here, score):
                 state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": str(here), "kth_best_model_path": str(here), "best_k_models": {str(here): score}, "kth_value": score, "last_model_path": ""}
         super().load_state_dict(state_dict)
+
+    def _holds(self, path: Path, score: Any) -> bool:
+        """Whether ``path`` is this run's best checkpoint: a file saved with this best score (a path
+        from another machine may name another run's file here)."""
+        if score is None or not path.is_file():
+            return False
+        import torch
+
+        saved = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {}).get(self.state_key, {})
+        return saved.get("best_model_score") is not None and float(saved["best_model_score"]) == float(score)
