@@ -90,6 +90,12 @@ class VariationalInference(TrainingMetrics):
     def beta(self) -> float:
         return self.annealing(self.global_step, self._steps_per_epoch)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint from before issue 13's restructuring loads: its keys renamed (:mod:`vibench.legacy_keys`)."""
+        from vibench.legacy_keys import renamed
+
+        checkpoint["state_dict"] = renamed(checkpoint["state_dict"], self.state_dict().keys())
+
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if stage == "fit" and dm is not None:

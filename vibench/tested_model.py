@@ -34,6 +34,7 @@ def epochs_trained(state: dict, datamodule) -> int:
 def given(path: Path, module, datamodule) -> tuple[dict[str, Any], int | None]:
     """Load a given checkpoint (``evaluate=``, ``gap.checkpoint=``): its record entry and its global step."""
     state = load_checkpoint(path)
+    module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
     return {"select": "given", "path": str(path), "epoch": epochs_trained(state, datamodule)}, state.get("global_step")
 
@@ -51,5 +52,6 @@ def after_training(select: str, trainer, module, output_dir: Path, datamodule) -
     if best is None or not best.best_model_path:
         raise ConfigError("checkpoint.select=best needs a validation ELBO, and no validation epoch ran: validate at least once (trainer.limit_val_batches > 0).")
     state = load_checkpoint(Path(best.best_model_path))
+    module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
     return {"select": "best", "epoch": epochs_trained(state, datamodule), "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
