@@ -34,7 +34,9 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     if cfg.get("early_stopping", {}).get("patience") is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
-        callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience))
+        # checked after each validation, not at the end of a training epoch: a run stopped mid-epoch by
+        # trainer.max_steps has no val/elbo at that point, and Lightning would raise
+        callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience, check_on_train_epoch_end=False))
     if cfg.trainer.get("enable_progress_bar", True):
         from vibench.report_console import ProgressBar
 
