@@ -147,18 +147,18 @@ def test_ci_regression_passes_and_a_broken_estimator_fails(compose_cfg, tmp_path
     assert verdicts["test/iw_ll"] == "fail"
 
 
-def preset_record(compose_cfg, iw_ll: float, epochs: int, *overrides: str, stopped_early: bool = False, select: str = "best") -> dict:
-    """A record as a run of +experiment=pythae_vae_mnist (with ``overrides``) would write it."""
+def preset_record(compose_cfg, iw_ll: float, epochs: int, *overrides: str, stopped_early: bool = False, select: str = "best", experiment: str = "pythae_vae_mnist", prior: str = "standard_normal") -> dict:
+    """A record as a run of +experiment=EXPERIMENT (with ``overrides``) would write it."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(compose_cfg("+experiment=pythae_vae_mnist", *overrides), resolve=False)
+    cfg = OmegaConf.to_container(compose_cfg(f"+experiment={experiment}", *overrides), resolve=False)
     cfg.pop("output_dir"), cfg.pop("results_dir")
     cfg["data"] = {}
     return {
         "run_id": f"p{epochs}", "status": "completed", "method": "aevb", "epochs": epochs, "iw_samples": cfg["iw_samples"],
         "dataset": {"variant": "static_binarized_mnist"}, "config": cfg, "stopped_early": stopped_early,
         "evaluated_checkpoint": {"select": select, "epoch": max(1, epochs - 100)},
-        "inference": {"objective": {"name": "elbo", "samples": 1, "estimator": "reparam"}},
+        "inference": {"objective": {"name": "elbo", "samples": 1, "estimator": "reparam"}, "prior": prior},
         "metrics": {"test/iw_ll": iw_ll, "test/iw_ll_stderr": 0.2},
     }
 
@@ -175,3 +175,19 @@ def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
     assert not compare(ref, preset_record(compose_cfg, -90.0, 2000, "scheduler=none")).matched
     assert not compare(ref, preset_record(compose_cfg, -90.0, 2000, "checkpoint.select=last")).matched
     assert compare(ref, preset_record(compose_cfg, -91.5, 2000)).verdict == "fail"  # 1.72 below; allowed 1.0 + 2 x 0.2
+
+
+def test_vampprior_preset_matches_its_anchor_only_at_the_papers_protocol(compose_cfg):
+    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "tomczak2018_vampprior"]
+
+    def vamp(iw_ll, epochs, *overrides, **kw):
+        return preset_record(compose_cfg, iw_ll, epochs, *overrides, experiment="vampprior_mnist", prior="vampprior", **kw)
+
+    assert compare(ref, vamp(-85.9, 2000)).verdict == "pass"
+    # early-stopped after 50 epochs without a better validation ELBO: the paper's own stopping rule
+    assert compare(ref, vamp(-85.9, 640, stopped_early=True)).verdict == "pass"
+    short = compare(ref, vamp(-85.9, 5, "trainer.max_epochs=5"))
+    assert short.verdict == "not comparable" and "trained 5 epochs" in short.why
+    assert not compare(ref, vamp(-85.9, 2000, "model.decoder.activation=relu")).matched
+    assert not compare(ref, vamp(-85.9, 2000, "optimizer.lr=1e-4")).matched
+    assert compare(ref, vamp(-87.0, 2000)).verdict == "fail"

@@ -90,6 +90,44 @@ def test_default_init_is_torchs_own():
     assert net[0].weight.detach().double().var().item() == pytest.approx(bound**2 / 3, rel=0.02)
 
 
+def test_he_normal_statistics_and_biases_left_alone():
+    net, reference = initialize(big_layers(), "he_normal"), big_layers()
+    for layer, ref, fan_in in ((net[0], reference[0], 400), (net[2], reference[2], 300)):
+        w = layer.weight.detach().double()
+        assert w.mean().item() == pytest.approx(0.0, abs=4 * math.sqrt(2 / fan_in / w.numel()))
+        assert w.var().item() == pytest.approx(2 / fan_in, rel=0.02)  # N(0, 2 / fan_in)
+        assert torch.equal(layer.bias, ref.bias)  # the VampPrior code's he_init sets weights only
+
+
+def test_gated_layers_gate_and_count_their_parameters():
+    from vibench.networks import GatedLinear, mlp
+
+    net = mlp([784, 300, 300, 80], "gated")  # the VampPrior encoder: two gated layers, then linear
+    assert [type(m) for m in net] == [GatedLinear, GatedLinear, torch.nn.Linear]
+    assert sum(p.numel() for p in net.parameters()) == 2 * (784 * 300 + 300) + 2 * (300 * 300 + 300) + 300 * 80 + 80
+    layer, x = GatedLinear(5, 3), torch.randn(4, 5)
+    with torch.no_grad():
+        layer.g.weight.zero_()
+        layer.g.bias.fill_(40.0)  # gate open: sigmoid = 1 in float32
+        assert torch.equal(layer(x), layer.h(x))
+        layer.g.bias.fill_(0.0)  # half open
+        assert torch.allclose(layer(x), 0.5 * layer.h(x))
+        layer.g.bias.fill_(-120.0)  # closed
+        assert torch.count_nonzero(layer(x)) == 0
+
+
+def test_log_variance_limits_bound_q():
+    from vibench.families import DiagonalGaussian
+
+    params = torch.tensor([[0.0, 1.0, -50.0, 50.0]])  # mu = (0, 1), log sigma^2 = (-50, 50)
+    bounded = DiagonalGaussian(2, logvar_min=-6.0, logvar_max=2.0).distribution(params)
+    assert torch.allclose(bounded.base_dist.scale, torch.tensor([[math.exp(-3.0), math.exp(1.0)]]))
+    default = DiagonalGaussian(2).distribution(params)
+    assert torch.allclose(default.base_dist.scale, torch.tensor([[math.exp(-15.0), math.exp(10.0)]]))
+    with pytest.raises(ValueError, match="logvar_min=2.0 must be below"):
+        DiagonalGaussian(2, logvar_min=2.0, logvar_max=-6.0)
+
+
 def test_init_reaches_encoder_and_decoder(compose_cfg):
     cfg = compose_cfg("model.init=normal")
     model = instantiate(cfg.model)
@@ -136,3 +174,15 @@ def test_run_with_repeats_and_early_stopping_tests_the_best_checkpoint(compose_c
     torch.manual_seed(1)
     parts = evaluate_batch(module.model, module.encoder, splits.test, None, 2000, 200)
     assert parts["elbo"].mean().item() == pytest.approx(rec["metrics"]["test/elbo"], abs=0.1)
+
+
+def test_early_stopping_with_a_step_limit_that_ends_mid_epoch(compose_cfg, tmp_path):
+    """Bug: EarlyStopping checked val/elbo at the end of each training epoch; a run stopped mid-epoch
+    by trainer.max_steps before its first validation had none there, and Lightning raised RuntimeError. It now
+    checks after each validation."""
+    from vibench.run import run
+
+    run(compose_cfg("early_stopping.patience=5", "trainer.max_steps=5", "trainer.max_epochs=5", "iw_samples=20", "logger=none", "images=false"))
+    (path,) = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "completed" and rec["global_step"] == 5 and "test/iw_ll" in rec["metrics"]

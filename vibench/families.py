@@ -23,16 +23,19 @@ from vibench.networks import LOGVAR_MAX, LOGVAR_MIN, NO_VALIDATION
 class DiagonalGaussian:
     """``q = N(mu, diag sigma^2)``; parameters ``[mu (latent), log sigma^2 (latent)]``.
 
-    Starts at the prior N(0, I) (all zeros). Log-variances are clamped to
-    ``[LOGVAR_MIN, LOGVAR_MAX]`` before exponentiation, as everywhere in vibench.
+    Starts at the prior N(0, I) (all zeros). Log-variances are clamped to ``[logvar_min,
+    logvar_max]`` before exponentiation: by default ``[LOGVAR_MIN, LOGVAR_MAX]``, wide enough only
+    to keep float32 finite; the VampPrior code bounds them to [-6, 2] (its encoder's hardtanh).
     """
 
     name = "gaussian"
     compilable = True  # the training loss may be compiled (torch.compile) with this family
     density_anywhere = True  # log q(z) at any z, not only at q's own samples (VampPrior, AIS from q)
 
-    def __init__(self, latent: int):
-        self.latent = latent
+    def __init__(self, latent: int, logvar_min: float = LOGVAR_MIN, logvar_max: float = LOGVAR_MAX):
+        if not logvar_min < logvar_max:
+            raise ValueError(f"posterior.logvar_min={logvar_min} must be below posterior.logvar_max={logvar_max}")
+        self.latent, self.logvar_min, self.logvar_max = latent, float(logvar_min), float(logvar_max)
 
     @property
     def n_params(self) -> int:
@@ -45,7 +48,7 @@ class DiagonalGaussian:
     def base(self, params: torch.Tensor) -> Independent:
         """The diagonal Gaussian of the first ``2 latent`` parameters; batch shape ``params.shape[:-1]``."""
         mu, logvar = params[..., : 2 * self.latent].chunk(2, dim=-1)
-        std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        std = torch.exp(0.5 * logvar.clamp(self.logvar_min, self.logvar_max))
         return Independent(Normal(mu, std, **NO_VALIDATION), 1, **NO_VALIDATION)
 
     def distribution(self, params: torch.Tensor) -> Distribution:

@@ -58,7 +58,7 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x * logits - logits.clamp(min=0)).sum(-1) - log1p_sum
 
 
-INIT_SCHEMES = ("default", "glorot_uniform", "normal")
+INIT_SCHEMES = ("default", "glorot_uniform", "normal", "he_normal")
 
 
 def initialize(module: nn.Module, scheme: str = "default", std: float = 0.01) -> nn.Module:
@@ -68,7 +68,9 @@ def initialize(module: nn.Module, scheme: str = "default", std: float = 0.01) ->
     - ``glorot_uniform``: weights U(-a, a), ``a = sqrt(6 / (fan_in + fan_out))`` (Glorot & Bengio
       2010; IWAE's code), biases 0;
     - ``normal``: weights and biases N(0, std^2), std = 0.01 (Kingma & Welling 2014, sec. 5:
-      "parameters initialized by random sampling from N(0, 0.01)", read as a standard deviation).
+      "parameters initialized by random sampling from N(0, 0.01)", read as a standard deviation);
+    - ``he_normal``: weights N(0, 2 / fan_in) (He et al. 2015), biases left at torch's default, as
+      the VampPrior code's ``he_init`` does (Tomczak & Welling 2018, ``utils/nn.py``).
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"init={scheme!r} is not one of {INIT_SCHEMES}")
@@ -79,16 +81,34 @@ def initialize(module: nn.Module, scheme: str = "default", std: float = 0.01) ->
             if scheme == "glorot_uniform":
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
+            elif scheme == "he_normal":
+                nn.init.normal_(layer.weight, 0.0, (2.0 / layer.in_features) ** 0.5)
             else:
                 nn.init.normal_(layer.weight, 0.0, std)
                 nn.init.normal_(layer.bias, 0.0, std)
     return module
 
 
+class GatedLinear(nn.Module):
+    """``h(x) * sigmoid(g(x))`` with two linear maps ``h`` and ``g``: the gated layer of Dauphin et al.
+    (2017), ``GatedDense`` in the VampPrior code (Tomczak & Welling 2018)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.h, self.g = nn.Linear(n_in, n_out), nn.Linear(n_in, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers between consecutive ``sizes``, ``activation`` between them (not after the last)."""
+    """Linear layers between consecutive ``sizes``, ``activation`` between them (not after the last).
+    ``activation="gated"``: every hidden layer a :class:`GatedLinear`, the last one linear."""
+    if activation == "gated":
+        pairs = list(zip(sizes[:-1], sizes[1:]))
+        return nn.Sequential(*(GatedLinear(a, b) for a, b in pairs[:-1]), nn.Linear(*pairs[-1]))
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
+        raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)} or 'gated'")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if i > 0:
