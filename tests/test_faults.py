@@ -252,3 +252,7 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     with pytest.warns(UserWarning, match="dirpath has changed"):
         elsewhere.load_state_dict(state)
     assert not (tmp_path / "third" / "checkpoints" / "best.ckpt").exists()
+    # ... unless the folder resumed from (resume=PATH of a run folder copied from another machine) holds it
+    copied_run = BestCheckpoint(tmp_path / "fourth" / "checkpoints", resumed_folder=tmp_path / "longer" / "checkpoints")
+    copied_run.load_state_dict(state)
+    assert float(copied_run.best_model_score) == -97.5 and (tmp_path / "fourth" / "checkpoints" / "best.ckpt").read_bytes() == copied.read_bytes()

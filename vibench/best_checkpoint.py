@@ -18,13 +18,15 @@ class BestCheckpoint(ModelCheckpoint):
     (otherwise it warns and keeps just the path). A run continued with ``resume=PATH`` in another
     output folder would then count its first validation as the best and select among the new
     epochs alone, silently. On such a resume this callback copies the earlier ``best.ckpt`` into the
-    new folder (the old folder is never changed) and restores the score with it; a folder moved
-    whole to another place (the old path gone, ``best.ckpt`` beside the resumed ``last.ckpt``) keeps
-    its own copy.
+    new folder (the old folder is never changed) and restores the score with it. The earlier best
+    is looked for in the new folder (a run folder moved whole), at its recorded path, and beside
+    the checkpoint resumed from (``resumed_folder``: a run folder copied from another machine); a
+    file is taken only if it was saved with the run's best score.
     """
 
-    def __init__(self, dirpath: str | Path):
+    def __init__(self, dirpath: str | Path, resumed_folder: str | Path | None = None):
         super().__init__(dirpath=dirpath, filename="best", monitor="val/elbo", mode="max", save_top_k=1, enable_version_counter=False)
+        self.resumed_folder = Path(resumed_folder) if resumed_folder else None
 
     @property
     def state_key(self) -> str:
@@ -36,11 +38,14 @@ class BestCheckpoint(ModelCheckpoint):
         if old_dir and old_best and Path(old_dir).resolve() != Path(self.dirpath).resolve():
             here = Path(self.dirpath) / Path(old_best).name
             score = state_dict["best_model_score"]
-            if not self._holds(here, score) and self._holds(Path(old_best), score):
-                here.parent.mkdir(parents=True, exist_ok=True)
-                tmp = here.with_name(here.name + ".tmp")
-                shutil.copy2(old_best, tmp)
-                os.replace(tmp, here)
+            if not self._holds(here, score):
+                elsewhere = [Path(old_best)] + ([self.resumed_folder / Path(old_best).name] if self.resumed_folder else [])
+                found = next((p for p in elsewhere if self._holds(p, score)), None)
+                if found is not None:
+                    here.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = here.with_name(here.name + ".tmp")
+                    shutil.copy2(found, tmp)
+                    os.replace(tmp, here)
             if self._holds(here, score):
                 state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": str(here), "kth_best_model_path": str(here), "best_k_models": {str(here): score}, "kth_value": score, "last_model_path": ""}
         super().load_state_dict(state_dict)

@@ -202,7 +202,7 @@ def run(cfg: DictConfig) -> float:
     # last, so that no refused run leaves a W&B run behind, and its own failures still come before training.
     name = ",".join(plan.job["overrides"]) or "default"
     logger, start_options = tracking.make_logger(cfg.logger, plan.resolved, sweep_group(plan.job), name, plan.run_id, job_type=plan.group)
-    trainer, clock, sigterm, resume_state = make_trainer(cfg, plan.output_dir, plan.run_id, logger, pin_parallel_job(plan.job), extra_callbacks=tuple(plan.callbacks), config=plan.result_cfg)
+    trainer, clock, sigterm, resume_state = make_trainer(cfg, plan.output_dir, plan.run_id, logger, pin_parallel_job(plan.job), extra_callbacks=tuple(plan.callbacks), config=plan.result_cfg, resume_from=plan.resume_from)
     started_logger = tracking.start(start_options, logger)
     if started_logger is not logger:  # W&B fell back to offline
         trainer.logger = logger = started_logger

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from vibench.errors import ConfigError
 
 
-def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None):
+def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None, resume_from: Path | None = None):
     """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
     resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,7 +30,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
         from vibench.best_checkpoint import BestCheckpoint
 
-        callbacks.append(BestCheckpoint(output_dir / "checkpoints"))
+        callbacks.append(BestCheckpoint(output_dir / "checkpoints", resumed_folder=resume_from.parent if resume_from else None))
     if cfg.get("early_stopping", {}).get("patience") is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
