@@ -256,3 +256,17 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     copied_run = BestCheckpoint(tmp_path / "fourth" / "checkpoints", resumed_folder=tmp_path / "longer" / "checkpoints")
     copied_run.load_state_dict(state)
     assert float(copied_run.best_model_score) == -97.5 and (tmp_path / "fourth" / "checkpoints" / "best.ckpt").read_bytes() == copied.read_bytes()
+
+
+def test_last_checkpoint_moves_with_its_folder_without_a_warning(tmp_path, recwarn):
+    from vibench.best_checkpoint import LastCheckpoint
+
+    old = LastCheckpoint(tmp_path / "gpu" / "checkpoints", every_n_epochs=1, every_n_train_steps=None)
+    old.best_model_path = str(tmp_path / "gpu" / "checkpoints" / "last.ckpt")
+    assert old.state_key == "ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1, 'train_time_interval': None}"
+    (tmp_path / "here" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "here" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    new = LastCheckpoint(tmp_path / "here" / "checkpoints", every_n_epochs=1, every_n_train_steps=None)
+    new.load_state_dict(old.state_dict())
+    assert new.best_model_path == str(tmp_path / "here" / "checkpoints" / "last.ckpt")
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]

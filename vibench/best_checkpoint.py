@@ -59,3 +59,25 @@ class BestCheckpoint(ModelCheckpoint):
 
         saved = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {}).get(self.state_key, {})
         return saved.get("best_model_score") is not None and float(saved["best_model_score"]) == float(score)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``<dirpath>/last.ckpt``, rewritten at each interval (Lightning's ``save_last`` only copies top-k
+    saves). It monitors nothing, so a resume from another folder has no score to lose: the folder
+    recorded in the checkpoint is taken as this one, without Lightning's warning that best scores
+    "won't be reloaded" (which, printed on every move of a run, read as if selection were broken)."""
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int | None, every_n_train_steps: int | None):
+        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps)
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's own key, so that checkpoints written before this class still restore it."""
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir = state_dict.get("dirpath")
+        if old_dir and Path(old_dir).resolve() != Path(self.dirpath).resolve():
+            here = Path(self.dirpath) / "last.ckpt"
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": str(here) if here.is_file() else "", "last_model_path": ""}
+        super().load_state_dict(state_dict)

@@ -13,8 +13,7 @@ from vibench.errors import ConfigError
 def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None, resume_from: Path | None = None):
     """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
     resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
+    from vibench.best_checkpoint import LastCheckpoint
     from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
     from vibench.run import build
     from vibench.timing import WallClock
@@ -22,7 +21,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     clock = WallClock()
     by_steps = cfg.checkpoint.every_n_steps is not None  # Lightning takes one interval, steps or epochs
     # One file, last.ckpt, rewritten at each interval (Lightning's save_last only copies top-k saves).
-    checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False, every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
+    checkpoints = LastCheckpoint(output_dir / "checkpoints", every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
     resume_state = ResumeState(run_id, config)
