@@ -65,6 +65,11 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
     assert curves_main([str(tmp_path / "out"), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "curve.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c" / "curve.csv").read_text().startswith("epoch,step,val/elbo")
+    # two runs side by side: a CSV for each (the same rows as alone) and one figure
+    assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "both"), "--labels", "a", "b"]) == 0
+    assert (tmp_path / "both" / "curve-a.csv").read_text() == (tmp_path / "c" / "curve.csv").read_text() == (tmp_path / "both" / "curve-b.csv").read_text()
+    assert (tmp_path / "both" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "x"), "--labels", "a"]) == 2  # one label for two runs
 
 
 def test_runs_differing_only_in_seed_share_a_wandb_job_type(compose_cfg, tmp_path):

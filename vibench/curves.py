@@ -1,8 +1,11 @@
-"""``python -m vibench.curves RUN_FOLDER [--out DIR]``: a run's learning curve, from its logs.
+"""``python -m vibench.curves RUN_FOLDER [RUN_FOLDER ...] [--out DIR] [--labels ...]``: a run's
+learning curve, from its logs; several runs' validation ELBOs in one figure.
 
 Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log)
 from the run's output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
 epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and ``curve.png``.
+Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
+validation (solid) and training (dashed) ELBOs against the epoch, one colour per run.
 Works offline: W&B's run file is read directly (a LevelDB-style log of protobuf records, the
 format W&B's own ``wandb sync`` uploads), so no W&B account or network is needed.
 """
@@ -92,6 +95,15 @@ def epoch_curve(rows: list[dict]) -> list[dict]:
     return [{"epoch": e, **v} for e, v in sorted(by_epoch.items())]
 
 
+def write_csv(curve: list[dict], path: Path) -> None:
+    """One row per epoch: epoch, step and the epoch-level metrics the run logged."""
+    keys = ["epoch", "step", *[k for k in EPOCH_KEYS if any(k in r for r in curve)]]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(curve)
+
+
 def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     import matplotlib
 
@@ -99,11 +111,7 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["epoch", "step", *[k for k in EPOCH_KEYS if any(k in r for r in curve)]]
-    with open(out / "curve.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(curve)
+    write_csv(curve, out / "curve.csv")
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     for key, label in (("train/elbo_epoch", "training ELBO (epoch mean)"), ("val/elbo", "validation ELBO")):
         points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
@@ -129,23 +137,70 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     return out / "curve.csv", out / "curve.png"
 
 
+def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Path:
+    """``curve-<label>.csv`` per run and ``compare.png``: validation (solid) and training (dashed)
+    ELBO of every run against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    values = []
+    for (label, curve), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        write_csv(curve, out / f"curve-{label}.csv")
+        for key, style, what in (("val/elbo", "-", "validation"), ("train/elbo_epoch", "--", "training")):
+            points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
+            if points:
+                ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
+                values += [v for _, v in points]
+    if values:  # the last 90% of the range: the first epochs would flatten the rest
+        ordered = sorted(values)
+        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO, nats per image")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "compare.png")
+    plt.close(fig)
+    return out / "compare.png"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.curves", description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N)")
-    parser.add_argument("--out", default=None, help="where curve.csv and curve.png go (default: the run folder)")
+    parser.add_argument("runs", nargs="+", metavar="run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N); several: compare.png")
+    parser.add_argument("--out", default=None, help="where the CSV and PNG files go (default: the run folder; with several runs, required)")
+    parser.add_argument("--labels", nargs="+", default=None, help="one name per run for the comparison (default: run1, run2, ...)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    run_dir = Path(args.run)
-    try:
-        curve = epoch_curve(history(run_dir))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"curves: {e}", file=sys.stderr)
+    if len(args.runs) > 1 and args.out is None:
+        print("curves: several runs need --out DIR for their comparison", file=sys.stderr)
         return 2
-    if not curve:
-        print(f"curves: {run_dir}'s logs hold no epoch-level metrics", file=sys.stderr)
+    labels = args.labels or [f"run{i + 1}" for i in range(len(args.runs))]
+    if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):
+        print(f"curves: give one --labels name per run ({len(args.runs)}), of letters, digits, '-', '_' or '.'", file=sys.stderr)
         return 2
-    paths = write(curve, Path(args.out) if args.out else run_dir, args.title or str(run_dir))
-    print(f"curves: {len(curve)} epochs -> {paths[0]}, {paths[1]}")
+    curves = {}
+    for label, run in zip(labels, args.runs):
+        try:
+            curve = epoch_curve(history(Path(run)))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"curves: {e}", file=sys.stderr)
+            return 2
+        if not curve:
+            print(f"curves: {run}'s logs hold no epoch-level metrics", file=sys.stderr)
+            return 2
+        curves[label] = curve
+    if len(curves) == 1:
+        ((_, curve),) = curves.items()
+        paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0])
+        print(f"curves: {len(curve)} epochs -> {paths[0]}, {paths[1]}")
+        return 0
+    png = write_comparison(curves, Path(args.out), args.title or " vs ".join(labels))
+    print(f"curves: {', '.join(f'{k} ({len(v)} epochs)' for k, v in curves.items())} -> {png}")
     return 0
 
 
