@@ -104,6 +104,17 @@ def write_csv(curve: list[dict], path: Path) -> None:
         writer.writerows(curve)
 
 
+def elbo_axes(ax, values: list[float]) -> None:
+    """Epochs across, ELBO (nats per image) up, cut to the last 90% of the values' range: the first
+    epochs would flatten the rest."""
+    if values:
+        ordered = sorted(values)
+        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO, nats per image")
+    ax.grid(alpha=0.3)
+
+
 def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     import matplotlib
 
@@ -117,13 +128,7 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
         points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
         if points:
             ax.plot(*zip(*points), label=label)
-    values = [r[k] for r in curve for k in ("val/elbo", "train/elbo_epoch") if k in r]
-    if values:  # the last 90% of the range: the first epochs would flatten the rest
-        ordered = sorted(values)
-        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per image")
-    ax.grid(alpha=0.3)
+    elbo_axes(ax, [r[k] for r in curve for k in ("val/elbo", "train/elbo_epoch") if k in r])
     if any("train/lr" in r for r in curve):
         lr = ax.twinx()
         lr.plot([r["epoch"] + 1 for r in curve if "train/lr" in r], [r["train/lr"] for r in curve if "train/lr" in r], color="grey", lw=0.8, ls=":", label="learning rate")
@@ -155,12 +160,7 @@ def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Pa
             if points:
                 ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
                 values += [v for _, v in points]
-    if values:  # the last 90% of the range: the first epochs would flatten the rest
-        ordered = sorted(values)
-        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO, nats per image")
-    ax.grid(alpha=0.3)
+    elbo_axes(ax, values)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
