@@ -194,3 +194,31 @@ def test_every_record_has_a_per_point_sidecar_naming_its_test_points(compose_cfg
     assert len(np.unique(rows)) == 50 and rows.max() < 250 and not np.array_equal(rows, np.arange(50))
     assert sub["per_point"]["test_index_hash"] != rec["per_point"]["test_index_hash"]
 
+
+
+def test_progress_bar_tells_the_time_left_in_the_run(tmp_path, monkeypatch):
+    """'run left': at the rate since the segment began, the time to max_epochs. Half of epoch 1 of 4
+    done (3/8 of the run), an eighth of the run done in 100 s since 1/4: 5/8 left take 500 s."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from vibench import report_console
+    from vibench.report_console import ProgressBar, duration, run_fraction
+
+    seen = {}
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 3:
+                seen["fraction"] = run_fraction(trainer)
+                bar._segment_start = (0.0, 0.25)
+                monkeypatch.setattr(report_console.time, "monotonic", lambda: 100.0)
+                seen["metrics"] = bar.get_metrics(trainer, pl_module)
+                monkeypatch.undo()
+
+    bar = ProgressBar()
+    trainer = L.Trainer(max_epochs=4, limit_train_batches=8, limit_val_batches=0, logger=False, callbacks=[bar, Probe()], enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(BoringModel())
+    assert seen["fraction"] == pytest.approx(1.5 / 4)
+    assert seen["metrics"]["run left"] == "8m20s"
+    assert [duration(s) for s in (45, 800, 7500, 3 * 86400 + 4 * 3600)] == ["45s", "13m20s", "2h05m", "3d04h"]

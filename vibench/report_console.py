@@ -1,7 +1,8 @@
-"""The end-of-run summary printed to the terminal with rich."""
+"""What a run prints with rich: the training progress bar and the end-of-run summary."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,50 @@ from rich.table import Table
 console = Console()
 
 
+def run_fraction(trainer) -> float | None:
+    """How much of the run is done, 0 to 1: by optimizer steps against ``trainer.max_steps`` and by
+    epochs against ``trainer.max_epochs``, whichever is further (the first limit reached ends it)."""
+    fractions = []
+    if trainer.max_steps and trainer.max_steps > 0:
+        fractions.append(trainer.global_step / trainer.max_steps)
+    batches = trainer.num_training_batches
+    if trainer.max_epochs and trainer.max_epochs > 0 and batches and batches != float("inf"):
+        within = trainer.fit_loop.epoch_loop.batch_progress.current.processed / batches
+        fractions.append((trainer.current_epoch + within) / trainer.max_epochs)
+    return min(1.0, max(fractions)) if fractions else None
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``13m20s``, ``2h05m``, ``3d04h``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar without ``v_num`` (the logger's version: a W&B run id's tail,
-    or 0.000 for the CSV logger, shown as if it were a metric)."""
+    """Lightning's rich progress bar, without ``v_num`` (the logger's version: a W&B run id's tail,
+    or 0.000 for the CSV logger, shown as if it were a metric), and with ``run left``: the time to
+    the run's ``max_epochs``/``max_steps`` at the rate of this segment so far (a resumed run counts
+    from its resume; early stopping may end it sooner). Lightning's own bar gives the epoch's time
+    only, and an anchor protocol has thousands of epochs."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._segment_start = (time.monotonic(), run_fraction(trainer))
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        start, done = getattr(self, "_segment_start", (None, None)), run_fraction(trainer)
+        if start[1] is not None and done is not None and done > start[1]:
+            elapsed = time.monotonic() - start[0]
+            if elapsed >= 10:  # the first seconds (compiling, warm-up) say little about the rate
+                metrics["run left"] = duration(elapsed / (done - start[1]) * (1 - done))
         return metrics
 
 
