@@ -218,7 +218,7 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
     (a folder moved from another machine) is never taken for it."""
     from types import SimpleNamespace
 
-    from vibench.best_checkpoint import BestCheckpoint
+    from vibench.checkpoints import BestCheckpoint
 
     def best_file(path, score):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def test_best_checkpoint_survives_a_resume_into_another_folder(tmp_path):
 
 
 def test_last_checkpoint_moves_with_its_folder_without_a_warning(tmp_path, recwarn):
-    from vibench.best_checkpoint import LastCheckpoint
+    from vibench.checkpoints import LastCheckpoint
 
     old = LastCheckpoint(tmp_path / "gpu" / "checkpoints", every_n_epochs=1, every_n_train_steps=None)
     old.best_model_path = str(tmp_path / "gpu" / "checkpoints" / "last.ckpt")

@@ -13,7 +13,7 @@ from vibench.errors import ConfigError
 def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None, resume_from: Path | None = None):
     """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
     resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
-    from vibench.best_checkpoint import LastCheckpoint
+    from vibench.checkpoints import BestCheckpoint, LastCheckpoint
     from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
     from vibench.run import build
     from vibench.timing import WallClock
@@ -27,8 +27,6 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     resume_state = ResumeState(run_id, config)
     callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
     if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
-        from vibench.best_checkpoint import BestCheckpoint
-
         callbacks.append(BestCheckpoint(output_dir / "checkpoints", resumed_folder=resume_from.parent if resume_from else None))
     if cfg.get("early_stopping", {}).get("patience") is not None:
         from lightning.pytorch.callbacks import EarlyStopping

@@ -1,5 +1,5 @@
-"""The checkpoint of the best validation ELBO (``checkpoint.select=best``), kept across a resume into
-another output folder."""
+"""A run's checkpoint files, ``last.ckpt`` and ``best.ckpt`` (``checkpoint.select=best``), which stay
+right when the run is resumed in another folder or on another machine."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class BestCheckpoint(ModelCheckpoint):
                 found = next((p for p in elsewhere if self._holds(p, score)), None)
                 if found is not None:
                     here.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = here.with_name(here.name + ".tmp")
+                    tmp = here.with_name(f"{here.name}.{os.getpid()}.tmp")  # one per process: DDP ranks copy side by side
                     shutil.copy2(found, tmp)
                     os.replace(tmp, here)
             if self._holds(here, score):
