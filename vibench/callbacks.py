@@ -40,14 +40,15 @@ class Analysis(L.Callback):
     def check(self, module) -> None:
         """Refuse, with what to do instead, an analysis this module cannot have (before training)."""
 
-    def analyse(self, module, splits) -> AnalysisResult:
+    def analyse(self, module, splits, loggers: tuple = ()) -> AnalysisResult:
+        """The analysis of the tested ``module`` on the data ``splits``; ``loggers``: the trainer's."""
         raise NotImplementedError
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
         started = time.perf_counter()
-        result = self.analyse(pl_module, trainer.datamodule.splits)
+        result = self.analyse(pl_module, trainer.datamodule.splits, tuple(trainer.loggers))
         result.seconds = time.perf_counter() - started
         if result.metrics:
             for logger in trainer.loggers:
@@ -70,7 +71,7 @@ class GapDecomposition(Analysis):
         if self.enabled and module.encoder is None:
             raise ConfigError(f"gap.enabled=true decomposes an amortized model's inference gap, but inference is {module.method} without an encoder. Use inference=vae (the gap_mnist preset does).")
 
-    def analyse(self, module, splits) -> AnalysisResult:
+    def analyse(self, module, splits, loggers: tuple = ()) -> AnalysisResult:
         gaps = decompose_gaps(module, splits.test, self.settings, self.ais if self.ais.enabled else None, self.seed, self.eval_batch_size, self.eval_chunk_mib)
         warning = gap_warning(gaps, self.settings.max_steps, self.settings.init)
         return AnalysisResult(gaps, [warning] if warning else [])
@@ -90,7 +91,7 @@ class AISEvaluation(Analysis):
         if self.settings.enabled and self.settings.start == "encoder" and encoder is not None and not encoder.family.density_anywhere:
             raise ConfigError(f"ais.start=encoder needs q's density at any z, which posterior={encoder.family.name} cannot give (no inverse): use ais.start=prior, or posterior=gaussian or iaf.")
 
-    def analyse(self, module, splits) -> AnalysisResult:
+    def analyse(self, module, splits, loggers: tuple = ()) -> AnalysisResult:
         metrics = ais_evaluation(module, splits.test, self.settings, self.seed, self.eval_chunk_mib)
         keep = ("n_points", "chains", "steps", "leapfrog", "step_size", "target_accept", "start", "iw_samples", "bdmc_points")
         return AnalysisResult(metrics, record={"ais": {k: v for k, v in asdict(self.settings).items() if k in keep}})
@@ -107,7 +108,7 @@ class GradientVariance(Analysis):
         if self.enabled and module.encoder is None:
             raise ConfigError("diagnostics.grad_variance measures an encoder's gradient, and this run has none: use inference=vae or inference=svi_encoder.")
 
-    def analyse(self, module, splits) -> AnalysisResult:
+    def analyse(self, module, splits, loggers: tuple = ()) -> AnalysisResult:
         return AnalysisResult(gradient_variances(module, splits.test, self.samples, self.repeats, self.n_points, self.seed, self.analytic_kl))
 
 
@@ -119,18 +120,14 @@ class Images(Analysis):
         super().__init__(enabled)
         self.folder, self.seed = Path(folder), seed
 
-    def on_test_end(self, trainer, pl_module) -> None:
-        self.loggers = trainer.loggers
-        super().on_test_end(trainer, pl_module)
-
-    def analyse(self, module, splits) -> AnalysisResult:
+    def analyse(self, module, splits, loggers: tuple = ()) -> AnalysisResult:
         from vibench import tracking
         from vibench.report_console import print_error
 
         if splits.image_shape is None:
             return AnalysisResult()
         try:
-            tracking.log_images(self.loggers[0] if self.loggers else False, make_images(module, splits.test, splits.image_shape, self.seed), self.folder)
+            tracking.log_images(loggers[0] if loggers else False, make_images(module, splits.test, splits.image_shape, self.seed), self.folder)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             print_error(f"images were not logged ({error}); the metrics are recorded.")
