@@ -186,3 +186,13 @@ def test_early_stopping_with_a_step_limit_that_ends_mid_epoch(compose_cfg, tmp_p
     (path,) = (tmp_path / "runs").glob("*.json")
     rec = json.loads(path.read_text())
     assert rec["status"] == "completed" and rec["global_step"] == 5 and "test/iw_ll" in rec["metrics"]
+
+
+def test_flow_families_take_the_log_variance_limits_of_their_base():
+    from vibench.flows import IAF, Planar
+
+    for cls in (Planar, IAF):
+        family = cls(2, logvar_min=-6.0, logvar_max=2.0)
+        p = family.init_params(1)
+        p[0, 2:4] = torch.tensor([-50.0, 50.0])  # the base's log sigma^2
+        assert torch.allclose(family.base(p).base_dist.scale, torch.tensor([[math.exp(-3.0), math.exp(1.0)]]))

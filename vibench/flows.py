@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.distributions import Distribution, Transform, TransformedDistribution, constraints
 
 from vibench.families import DiagonalGaussian
+from vibench.networks import LOGVAR_MAX, LOGVAR_MIN
 
 # m(a) = softplus(a + log(e - 1)) - 1 > -1, with m(0) = 0 (so u = 0 stays the identity)
 _SHIFT = math.log(math.e - 1)
@@ -131,8 +132,8 @@ class Planar(DiagonalGaussian):
     compilable = False
     density_anywhere = False
 
-    def __init__(self, latent: int, layers: int = 10, init_std: float = 0.1):
-        super().__init__(latent)
+    def __init__(self, latent: int, layers: int = 10, init_std: float = 0.1, logvar_min: float = LOGVAR_MIN, logvar_max: float = LOGVAR_MAX):
+        super().__init__(latent, logvar_min, logvar_max)
         self.layers, self.init_std = layers, init_std
 
     @property
@@ -168,8 +169,8 @@ class IAF(DiagonalGaussian):
     compilable = False
     density_anywhere = True
 
-    def __init__(self, latent: int, layers: int = 2, hidden: int | None = None, init_std: float = 0.1):
-        super().__init__(latent)
+    def __init__(self, latent: int, layers: int = 2, hidden: int | None = None, init_std: float = 0.1, logvar_min: float = LOGVAR_MIN, logvar_max: float = LOGVAR_MAX):
+        super().__init__(latent, logvar_min, logvar_max)
         self.layers, self.hidden, self.init_std = layers, hidden or 2 * latent, init_std
         self.masks = [made_masks(latent, self.hidden, reverse=bool(k % 2)) for k in range(layers)]
 
