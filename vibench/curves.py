@@ -104,12 +104,13 @@ def write_csv(curve: list[dict], path: Path) -> None:
         writer.writerows(curve)
 
 
-def elbo_axes(ax, values: list[float]) -> None:
-    """Epochs across, ELBO (nats per image) up, cut to the last 90% of the values' range: the first
-    epochs would flatten the rest."""
-    if values:
-        ordered = sorted(values)
-        ax.set_ylim(ordered[len(ordered) // 10], max(values) + 0.5)
+def elbo_axes(ax, *runs: list[float]) -> None:
+    """Epochs across, ELBO (nats per image) up, from the lowest of the runs' 10% quantiles: each
+    run's first epochs would flatten the rest, and a short run's whole curve stays in view."""
+    runs = tuple(r for r in runs if r)
+    if runs:
+        low = min(sorted(r)[len(r) // 10] for r in runs)
+        ax.set_ylim(low, max(max(r) for r in runs) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO, nats per image")
     ax.grid(alpha=0.3)
@@ -152,15 +153,16 @@ def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Pa
 
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
-    values = []
+    values = []  # one list per run
     for (label, curve), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         write_csv(curve, out / f"curve-{label}.csv")
+        values.append([])
         for key, style, what in (("val/elbo", "-", "validation"), ("train/elbo_epoch", "--", "training")):
             points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
             if points:
                 ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
-                values += [v for _, v in points]
-    elbo_axes(ax, values)
+                values[-1] += [v for _, v in points]
+    elbo_axes(ax, *values)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
