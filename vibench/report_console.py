@@ -45,6 +45,8 @@ class ProgressBar(RichProgressBar):
     from its resume; early stopping may end it sooner). Lightning's own bar gives the epoch's time
     only, and an anchor protocol has thousands of epochs."""
 
+    _segment_start: tuple[float | None, float | None] = (None, None)  # (clock, run fraction) at the segment's start
+
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._segment_start = (time.monotonic(), run_fraction(trainer))
@@ -52,7 +54,7 @@ class ProgressBar(RichProgressBar):
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        start, done = getattr(self, "_segment_start", (None, None)), run_fraction(trainer)
+        start, done = self._segment_start, run_fraction(trainer)
         if start[1] is not None and done is not None and done > start[1]:
             elapsed = time.monotonic() - start[0]
             if elapsed >= 10:  # the first seconds (compiling, warm-up) say little about the rate

@@ -31,11 +31,18 @@ def epochs_trained(state: dict, datamodule) -> int:
     return int(state.get("global_step", 0)) // max(1, datamodule.steps_per_epoch())
 
 
-def given(path: Path, module, datamodule) -> tuple[dict[str, Any], int | None]:
-    """Load a given checkpoint (``evaluate=``, ``gap.checkpoint=``): its record entry and its global step."""
+def load_weights(path: Path, module) -> dict:
+    """Load the weights of the checkpoint at ``path`` into ``module`` (old keys renamed by its
+    ``on_load_checkpoint``); returns the checkpoint."""
     state = load_checkpoint(path)
     module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
+    return state
+
+
+def given(path: Path, module, datamodule) -> tuple[dict[str, Any], int | None]:
+    """Load a given checkpoint (``evaluate=``, ``gap.checkpoint=``): its record entry and its global step."""
+    state = load_weights(path, module)
     return {"select": "given", "path": str(path), "epoch": epochs_trained(state, datamodule)}, state.get("global_step")
 
 
@@ -51,7 +58,5 @@ def after_training(select: str, trainer, module, output_dir: Path, datamodule) -
     best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/elbo"), None)
     if best is None or not best.best_model_path:
         raise ConfigError("checkpoint.select=best needs a validation ELBO, and no validation epoch ran: validate at least once (trainer.limit_val_batches > 0).")
-    state = load_checkpoint(Path(best.best_model_path))
-    module.on_load_checkpoint(state)
-    module.load_state_dict(state["state_dict"])
+    state = load_weights(Path(best.best_model_path), module)
     return {"select": "best", "epoch": epochs_trained(state, datamodule), "path": best.best_model_path, "val_elbo": float(best.best_model_score), "last_epoch": last_epoch}
