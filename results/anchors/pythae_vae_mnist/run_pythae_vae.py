@@ -16,7 +16,6 @@ OUT/result.json (the five NLLs, their mean and std, the best epoch, times, versi
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
