@@ -179,6 +179,11 @@ def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
     # (lr 1e-3, batch 200, 2000 epochs) are another protocol, never compared
     old = preset_record(compose_cfg, -90.0, 2000, "optimizer.lr=1e-3", "dataset.batch_size=200", "trainer.max_epochs=2000")
     assert not compare(ref, old).matched
+    # pythae's own code on the same protocol, run here: the preset's record is compared with it too
+    (own,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_protocol_pythae_code"]
+    assert compare(own, preset_record(compose_cfg, -92.67, 500)).verdict == "pass"
+    assert compare(own, preset_record(compose_cfg, -93.3, 500)).verdict == "fail"  # 0.66 below; allowed 0.5
+    assert not compare(own, old).matched
 
 
 def test_vampprior_preset_matches_its_anchor_only_at_the_papers_protocol(compose_cfg):
