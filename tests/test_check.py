@@ -184,6 +184,12 @@ def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
     assert compare(own, preset_record(compose_cfg, -92.67, 500)).verdict == "pass"
     assert compare(own, preset_record(compose_cfg, -93.3, 500)).verdict == "fail"  # 0.66 below; allowed 0.5
     assert not compare(own, old).matched
+    # pythae's vae.py with its commented-out second 400-unit layer: compared with 89.78 by its own entry
+    (two,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_rezende2015_two_layers"]
+    two_layers = preset_record(compose_cfg, -90.14, 500, "model.decoder.hidden=[400,400]")
+    assert compare(two, two_layers).verdict == "pass"
+    assert not compare(ref, two_layers).matched and not compare(two, preset_record(compose_cfg, -90.14, 500)).matched
+    assert compare(two, preset_record(compose_cfg, -90.14, 5, "model.decoder.hidden=[400,400]", "trainer.max_epochs=5")).verdict == "not comparable"
 
 
 def test_vampprior_preset_matches_its_anchor_only_at_the_papers_protocol(compose_cfg):
