@@ -163,8 +163,14 @@ def preset_record(compose_cfg, iw_ll: float, epochs: int, *overrides: str, stopp
     }
 
 
+def registry_entry(ref_id: str):
+    """The entry ``ref_id`` of the committed registry, results/references.yaml."""
+    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == ref_id]
+    return ref
+
+
 def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
-    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_rezende2015"]
+    ref = registry_entry("pythae_vae_rezende2015")
     assert compare(ref, preset_record(compose_cfg, -90.0, 500)).verdict == "pass"
     short = compare(ref, preset_record(compose_cfg, -90.0, 5, "trainer.max_epochs=5"))
     assert short.verdict == "not comparable" and "trained 5 epochs" in short.why
@@ -180,12 +186,12 @@ def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
     old = preset_record(compose_cfg, -90.0, 2000, "optimizer.lr=1e-3", "dataset.batch_size=200", "trainer.max_epochs=2000")
     assert not compare(ref, old).matched
     # pythae's own code on the same protocol, run here: the preset's record is compared with it too
-    (own,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_protocol_pythae_code"]
+    own = registry_entry("pythae_vae_protocol_pythae_code")
     assert compare(own, preset_record(compose_cfg, -92.67, 500)).verdict == "pass"
     assert compare(own, preset_record(compose_cfg, -93.3, 500)).verdict == "fail"  # 0.66 below; allowed 0.5
     assert not compare(own, old).matched
     # pythae's vae.py with its commented-out second 400-unit layer: compared with 89.78 by its own entry
-    (two,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "pythae_vae_rezende2015_two_layers"]
+    two = registry_entry("pythae_vae_rezende2015_two_layers")
     two_layers = preset_record(compose_cfg, -90.14, 500, "model.decoder.hidden=[400,400]")
     assert compare(two, two_layers).verdict == "pass"
     assert not compare(ref, two_layers).matched and not compare(two, preset_record(compose_cfg, -90.14, 500)).matched
@@ -193,7 +199,7 @@ def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
 
 
 def test_vampprior_preset_matches_its_anchor_only_at_the_papers_protocol(compose_cfg):
-    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == "tomczak2018_vampprior"]
+    ref = registry_entry("tomczak2018_vampprior")
 
     def vamp(iw_ll, epochs, *overrides, **kw):
         return preset_record(compose_cfg, iw_ll, epochs, *overrides, experiment="vampprior_mnist", prior="vampprior", **kw)
