@@ -168,8 +168,6 @@ def test_run_with_repeats_and_early_stopping_tests_the_best_checkpoint(compose_c
     module = instantiate(cfg.inference, model=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
     assert isinstance(module, VariationalInference) and module.method == "aevb"
     module.load_state_dict(load_checkpoint(chosen["path"])["state_dict"])
-    from vibench.data import DataModule  # noqa: F401  (the datamodule's splits give the test points)
-
     splits = instantiate(cfg.dataset, steps_per_call=1, step_multiple=None).load()
     torch.manual_seed(1)
     parts = evaluate_batch(module.model, module.encoder, splits.test, None, 2000, 200)
