@@ -143,3 +143,13 @@ def test_help_describes_vibench():
     assert r.stdout.startswith("vibench: benchmark and track variational inference") and "powered by Hydra" not in r.stdout
     assert "experiment: aevb_mnist" in r.stdout and "scheduler: burda, multistep, none" in r.stdout
     assert "python -m vibench +experiment=aevb_mnist -m latent=2,5,10,20" in r.stdout
+
+
+def test_each_tools_help_opens_with_a_whole_sentence():
+    """Bug: ``python -m vibench.curves --help`` described itself as "...: a run's", the docstring's
+    first line cut mid-sentence. Each tool's description is its docstring's first line: a sentence."""
+    import importlib
+
+    for tool in ("bench", "check", "compare", "curves", "report"):
+        first = importlib.import_module(f"vibench.{tool}").__doc__.splitlines()[0]
+        assert first.startswith(f"``python -m vibench.{tool}") and first.rstrip().endswith((".", "?")), (tool, first)

@@ -1,5 +1,7 @@
-"""``python -m vibench.curves RUN_FOLDER [RUN_FOLDER ...] [--out DIR] [--labels ...]``: a run's
-learning curve, from its logs; several runs' validation ELBOs in one figure.
+"""``python -m vibench.curves RUN_FOLDER [RUN_FOLDER ...]``: learning curves from runs' logs.
+
+One run: its learning curve. Several runs (``--out DIR``, optionally ``--labels ...``): their
+validation ELBOs in one figure.
 
 Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log)
 from the run's output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
