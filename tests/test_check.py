@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
 import pytest
 
 from vibench.check import main as check_main
+from vibench.records import read_record
 from vibench.references import Reference, check, compare, load_references
 from tests.conftest import REPO
 
@@ -163,10 +165,15 @@ def preset_record(compose_cfg, iw_ll: float, epochs: int, *overrides: str, stopp
     }
 
 
-def registry_entry(ref_id: str):
-    """The entry ``ref_id`` of the committed registry, results/references.yaml."""
-    (ref,) = [r for r in load_references(REPO / "results" / "references.yaml") if r.id == ref_id]
-    return ref
+@functools.cache
+def committed_registry() -> dict[str, Reference]:
+    """The committed registry, results/references.yaml, by id (read once per test session)."""
+    return {r.id: r for r in load_references(REPO / "results" / "references.yaml")}
+
+
+def registry_entry(ref_id: str) -> Reference:
+    """The entry ``ref_id`` of the committed registry."""
+    return committed_registry()[ref_id]
 
 
 def test_anchor_preset_comparable_only_at_its_protocol(compose_cfg):
@@ -217,11 +224,11 @@ def test_vampprior_preset_matches_its_anchor_only_at_the_papers_protocol(compose
 def test_committed_pythae_records_keep_their_verdicts():
     """The committed pythae records against the committed registry, the numbers results/anchors.md
     reports: the one-layer preset (seeds 123: -92.672, 0: -92.660) misses 89.78 by 2.89 and agrees
-    with pythae's own code; the three
-    two-layer seeds (123: -90.138, 0: -89.986, 1: -89.935) pass 89.78 one by one and as one 3-seed mean."""
+    with pythae's own code; the three two-layer seeds (123: -90.138, 0: -89.986, 1: -89.935) pass
+    89.78 one by one and as one 3-seed mean."""
     folder = REPO / "results" / "anchors" / "pythae_vae_mnist"
-    one = [json.loads((folder / f"record_protocol_500_epochs{s}.json").read_text()) for s in ("", "_seed0")]
-    two = [json.loads((folder / f"record_protocol_2x400{s}.json").read_text()) for s in ("", "_seed0", "_seed1")]
+    one = [read_record(folder / f"record_protocol_500_epochs{s}.json") for s in ("", "_seed0")]
+    two = [read_record(folder / f"record_protocol_2x400{s}.json") for s in ("", "_seed0", "_seed1")]
     published, pythae_code, two_layers = (registry_entry(i) for i in (
         "pythae_vae_rezende2015", "pythae_vae_protocol_pythae_code", "pythae_vae_rezende2015_two_layers"))
     assert [(compare(published, r).verdict, round(compare(pythae_code, r).difference, 3)) for r in one] == [("fail", -0.035), ("fail", -0.023)]
