@@ -83,6 +83,9 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
         assert rec["tracking"]["mode"] == "offline"
     # latent = 2 also logs the 2-D manifold
     assert (tmp_path / "sweep" / "0" / "images" / "test_manifold.png").is_file()
+    # output to a pipe, not a terminal: plain progress lines in the output and in each job's log, no bar
+    assert r.stdout.count("epoch 1/1 done: train ELBO") == 2 and "it/s" not in r.stdout + r.stderr
+    assert "epoch 1/1 done: train ELBO" in (tmp_path / "sweep" / "1" / "__main__.log").read_text()
 
 
 def test_failure_after_the_test_keeps_the_test_metrics(compose_cfg, tmp_path, monkeypatch):
@@ -222,3 +225,48 @@ def test_progress_bar_tells_the_time_left_in_the_run(tmp_path, monkeypatch):
     assert seen["fraction"] == pytest.approx(1.5 / 4)
     assert seen["metrics"]["run left"] == "8m20s"
     assert [duration(s) for s in (45, 800, 7500, 3 * 86400 + 4 * 3600)] == ["45s", "13m20s", "2h05m", "3d04h"]
+
+
+def progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "vibench.progress"]
+
+
+def test_a_run_logged_to_a_file_prints_plain_progress_lines(compose_cfg, tmp_path, caplog):
+    """Output to a file (pytest captures stdout: not a terminal) gets plain progress lines instead of
+    a live bar that shows nothing until the end: one per epoch at progress_every_s=0, whose val ELBO
+    is the record's; at most every progress_every_s otherwise (here: the start, the first epoch and the end only)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vibench.progress")
+    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", "logger=none", "images=false", "train.progress_every_s=0"))
+    lines = progress_lines(caplog)
+    assert lines[0].startswith("training from epoch 0/3;")
+    assert [line.split(" done")[0] for line in lines[1:]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "train ELBO" in lines[1] and "lr 1.0e-03" in lines[1]
+    rec = only_record(tmp_path / "runs")
+    assert f"val ELBO {rec['metrics']['val/elbo']:.2f}" in lines[-1]
+
+    caplog.clear()
+    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", "logger=none", "images=false", "train.progress_every_s=3600", f"output_dir={tmp_path / 'out2'}"))
+    assert [line.split(";")[0].split(" done")[0] for line in progress_lines(caplog)] == ["training from epoch 0/3", "epoch 1/3", "epoch 3/3"]
+
+
+def test_plain_progress_of_a_resumed_run_starts_at_its_checkpoint(compose_cfg, tmp_path, caplog):
+    """A resumed segment says where it resumed and reports only the epochs it trains (it once
+    reported the checkpoint's epoch as 'done: no metrics yet'); a stopped-early end says so."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vibench.progress")
+    common = ("iw_samples=20", "logger=none", "images=false", "train.progress_every_s=0")
+    run(compose_cfg("trainer.max_epochs=2", *common))
+    caplog.clear()
+    run(compose_cfg("trainer.max_epochs=4", f"resume={tmp_path / 'out'}", *common))
+    lines = progress_lines(caplog)
+    assert lines[0].startswith("resumed at epoch 2/4")
+    assert [line.split(" done")[0] for line in lines[1:]] == ["epoch 3/4", "epoch 4/4"]
+    assert all("no metrics yet" not in line for line in lines)
+
+    caplog.clear()
+    run(compose_cfg("trainer.max_epochs=200", "early_stopping.patience=1", "checkpoint.select=best", *common, f"output_dir={tmp_path / 'out3'}"))
+    last = progress_lines(caplog)[-1]
+    assert "stopped early: no better val ELBO in 1 epochs" in last and "best val ELBO" in last

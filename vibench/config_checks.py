@@ -63,6 +63,7 @@ SCALARS: dict[str, Allowed] = {
     "eval.batch_size": integer(1),
     "train.compile": one_of(True, False, "auto", desc="auto, true or false"),
     "train.steps_per_call": integer(1),
+    "train.progress_every_s": number(0, strict=False),
     "eval.compile": one_of(True, False, "auto", desc="auto, true or false"),
     "eval.repeats": integer(1),
     "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),

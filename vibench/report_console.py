@@ -1,16 +1,19 @@
-"""What a run prints with rich: the training progress bar and the end-of-run summary."""
+"""What a run prints: the training progress (a rich bar on a terminal, plain lines in a log file)
+and the end-of-run summary."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+progress_log = logging.getLogger("vibench.progress")  # Hydra's job log: stdout and <output_dir>/__main__.log
 
 
 def run_fraction(trainer) -> float | None:
@@ -38,6 +41,17 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def time_left(segment_start: tuple[float | None, float | None], trainer) -> float | None:
+    """Seconds to the run's ``max_epochs``/``max_steps`` at the rate since ``segment_start`` =
+    (clock, run fraction) of this segment's start; ``None`` before 10 s (compiling and warm-up
+    say little about the rate) or before any progress."""
+    start, done = segment_start, run_fraction(trainer)
+    if start[0] is None or start[1] is None or done is None or done <= start[1]:
+        return None
+    elapsed = time.monotonic() - start[0]
+    return elapsed / (done - start[1]) * (1 - done) if elapsed >= 10 else None
+
+
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, without ``v_num`` (the logger's version: a W&B run id's tail,
     or 0.000 for the CSV logger, shown as if it were a metric), and with ``run left``: the time to
@@ -54,12 +68,62 @@ class ProgressBar(RichProgressBar):
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        start, done = self._segment_start, run_fraction(trainer)
-        if start[1] is not None and done is not None and done > start[1]:
-            elapsed = time.monotonic() - start[0]
-            if elapsed >= 10:  # the first seconds (compiling, warm-up) say little about the rate
-                metrics["run left"] = duration(elapsed / (done - start[1]) * (1 - done))
+        if (left := time_left(self._segment_start, trainer)) is not None:
+            metrics["run left"] = duration(left)
         return metrics
+
+
+class PlainProgress(Callback):
+    """The training progress as plain log lines, for a run whose output goes to a file (``nohup``,
+    a batch job), where a live bar shows nothing until the run ends. At the end of an epoch, at most
+    one line every ``every_s`` seconds (and always for the segment's first and last epoch), e.g.
+
+        epoch 22/3280 done: train ELBO -95.12, val ELBO -96.30, lr 1.0e-03; 2m48s in this segment, run left 6h20m
+
+    through the ``vibench.progress`` logger: Hydra's job log sends it to stdout and to the run's
+    ``<output_dir>/__main__.log``, which stays with its checkpoints. An epoch's line is written
+    when the next one starts (or training ends): the module logs its epoch means after the
+    callbacks' ``on_train_epoch_end``."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s = every_s
+        self._segment_start: tuple[float | None, float | None] = (None, None)
+        self._last_line = -float("inf")
+        self._first_epoch = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._segment_start, self._last_line = (time.monotonic(), run_fraction(trainer)), -float("inf")
+        self._first_epoch = trainer.current_epoch
+        first = "resumed at" if trainer.current_epoch > 0 or trainer.global_step > 0 else "training from"
+        progress_log.info(f"{first} {position(trainer)}; a line at most every {self.every_s:g} s")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > self._first_epoch and time.monotonic() - self._last_line >= self.every_s:
+            self._line(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._line(trainer)
+
+    def _line(self, trainer) -> None:
+        self._last_line = time.monotonic()
+        m = trainer.callback_metrics
+        parts = [f"{label} {float(m[key]):{fmt}}" for key, label, fmt in
+                 (("train/elbo_epoch", "train ELBO", ".2f"), ("val/elbo", "val ELBO", ".2f"), ("train/lr", "lr", ".1e")) if key in m]
+        timing = f"{duration(self._last_line - self._segment_start[0])} in this segment"
+        if (left := time_left(self._segment_start, trainer)) is not None and left > 0:
+            timing += f", run left {duration(left)}"
+        best = [c.best_model_score for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/elbo" and c.best_model_score is not None]
+        if best:  # checkpoint.select=best: the model that will be tested
+            parts.append(f"best val ELBO {float(best[0]):.2f}")
+        if (stopper := trainer.early_stopping_callback) is not None and stopper.stopped_epoch > 0:
+            timing += f"; stopped early: no better val ELBO in {stopper.patience} epochs"
+        progress_log.info(f"{position(trainer)} done: {', '.join(parts) or 'no metrics yet'}; {timing}")
+
+
+def position(trainer) -> str:
+    """``epoch 22/3280``, with ``, step 55000/20000``-style counts when ``max_steps`` limits the run."""
+    where = f"epoch {trainer.current_epoch}" + (f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else "")
+    return where + (f", step {trainer.global_step}/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else "")
 
 
 def print_summary(record: dict[str, Any], path: Path) -> None:

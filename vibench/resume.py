@@ -22,7 +22,7 @@ from vibench.errors import ConfigError
 # checkpoints or logs, what it prints): runs that differ only in these are the same run.
 NOT_RESULT_KEYS = (
     "output_dir", "results_dir", "resume", "logger", "images", "data", "callbacks",  # callbacks: built from gap.*, ais.*, diagnostics.*
-    "eval.chunk_mib", "eval.batch_size", "eval.compile", "train.compile", "train.steps_per_call",
+    "eval.chunk_mib", "eval.batch_size", "eval.compile", "train.compile", "train.steps_per_call", "train.progress_every_s",
     "checkpoint.every_n_epochs", "checkpoint.every_n_steps",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.default_root_dir",
 )

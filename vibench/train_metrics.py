@@ -62,7 +62,10 @@ class TrainingMetrics(L.LightningModule):
         self._flush_window(None)  # steps since the last logged window count towards the epoch means
         if self._epoch is not None:
             means = (self._epoch / self._epoch_steps).tolist()
-            self.log_to_loggers({**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()})
+            epoch_means = {**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()}
+            self.log_to_loggers(epoch_means)
+            if self._trainer is not None:  # for callbacks (the plain progress lines of a run logged to a file), not the loggers again
+                self.log_dict(epoch_means, logger=False)
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
 
     def log_to_loggers(self, metrics: dict[str, float]) -> None:

@@ -35,10 +35,13 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
         # trainer.max_steps has no val/elbo at that point, and Lightning would raise
         callbacks.append(EarlyStopping(monitor="val/elbo", mode="max", patience=cfg.early_stopping.patience, check_on_train_epoch_end=False))
     if cfg.trainer.get("enable_progress_bar", True):
-        from vibench.report_console import ProgressBar
+        from vibench.report_console import PlainProgress, ProgressBar, console
 
-        # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
-        callbacks.append(ProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
+        if console.is_terminal:  # redrawn about every 10 optimizer steps: every step cost ~3% of a small model's step
+            callbacks.append(ProgressBar(refresh_rate=max(1, 10 // cfg.train.steps_per_call)))
+        else:  # a live bar in a log file shows nothing until the run ends; Lightning's default would add a tqdm bar
+            callbacks.append(PlainProgress(every_s=cfg.train.get("progress_every_s", 60)))
+            overrides = {**(overrides or {}), "enable_progress_bar": False}
     trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
     return trainer, clock, sigterm, resume_state
 
