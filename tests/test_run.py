@@ -255,12 +255,17 @@ def test_plain_progress_of_a_resumed_run_starts_at_its_checkpoint(compose_cfg, t
     """A resumed segment says where it resumed and reports only the epochs it trains (it once
     reported the checkpoint's epoch as 'done: no metrics yet'); a stopped-early end says so."""
     import logging
+    import warnings
 
     caplog.set_level(logging.INFO, logger="vibench.progress")
     common = ("iw_samples=20", "logger=none", "images=false", "train.progress_every_s=0")
     run(compose_cfg("trainer.max_epochs=2", *common))
     caplog.clear()
-    run(compose_cfg("trainer.max_epochs=4", f"resume={tmp_path / 'out'}", *common))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(compose_cfg("trainer.max_epochs=4", f"resume={tmp_path / 'out'}", *common))
+    # nor Lightning's warning that the checkpoint folder is not empty: resuming into it is the point
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
     lines = progress_lines(caplog)
     assert lines[0].startswith("resumed at epoch 2/4")
     assert [line.split(" done")[0] for line in lines[1:]] == ["epoch 3/4", "epoch 4/4"]

@@ -261,6 +261,8 @@ def quiet_library_chatter() -> None:
     # About Lightning's self.log, which per-step training metrics bypass; and Lightning counts a
     # call of train.steps_per_call minibatches as one batch, so it would compare the wrong number.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    # A resumed run writes into its own checkpoints/ on purpose; a fresh start moves an old one aside first.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # With manual optimization, a step checkpoint holds the weights after that step: what resuming needs.
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
