@@ -43,9 +43,20 @@ def test_nan_loss_stops_the_run_names_the_step_and_records_failure(compose_cfg, 
     assert ckpt["global_step"] <= 3 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def train_cmd(tmp_path, out, runs, *extra):
+def train_cmd(tmp_path, out, runs, *extra, logger="none"):
     return [sys.executable, "-m", "vibench", "dataset.batch_size=10", "trainer.max_epochs=8", "checkpoint.every_n_steps=7", "iw_samples=50",
-            "logger=none", "images=false", "trainer.deterministic=true", f"hydra.run.dir={out}", f"results_dir={runs}", *extra]
+            f"logger={logger}", "images=false", "trainer.deterministic=true", f"hydra.run.dir={out}", f"results_dir={runs}", *extra]
+
+
+def epoch_means(out) -> dict[int, float]:
+    """``{epoch: train/elbo_epoch}`` from a run folder's CSV logs, later segments over earlier ones."""
+    import csv
+
+    means = {}
+    for log in sorted(out.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with open(log) as f:
+            means.update({int(float(r["epoch"])): float(r["train/elbo_epoch"]) for r in csv.DictReader(f) if r.get("train/elbo_epoch")})
+    return means
 
 
 def checkpoint_step(path) -> int:
@@ -68,16 +79,16 @@ def start_and_wait_for_checkpoint(cmd, ckpt, min_step: int, cwd) -> subprocess.P
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     # 1297 digits / batch 10 = 130 steps per epoch; checkpoints every 7 steps fall mid-epoch.
-    reference = subprocess.run(train_cmd(tmp_path, tmp_path / "ref", tmp_path / "ref_runs"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(train_cmd(tmp_path, tmp_path / "ref", tmp_path / "ref_runs", logger="csv"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
     out, runs = tmp_path / "killed", tmp_path / "killed_runs"
-    proc = start_and_wait_for_checkpoint(train_cmd(tmp_path, out, runs), out / "checkpoints" / "last.ckpt", 300, tmp_path)
+    proc = start_and_wait_for_checkpoint(train_cmd(tmp_path, out, runs, logger="csv"), out / "checkpoints" / "last.ckpt", 300, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = checkpoint_step(out / "checkpoints" / "last.ckpt")
     assert 300 <= killed_at < 1040 and killed_at % 130 != 0  # mid-epoch, before the end
     assert not list(runs.glob("*.json"))  # SIGKILL: nothing finished, nothing recorded
-    resumed = subprocess.run(train_cmd(tmp_path, out, runs), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(train_cmd(tmp_path, out, runs, logger="csv"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (ref,) = records_in(tmp_path / "ref_runs")
     (res,) = records_in(runs)
@@ -85,6 +96,12 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     # CPU, one thread, deterministic: the same batches and the same noise, so the same numbers.
     for key in ("test/elbo", "test/iw_ll", "test/kl", "val/elbo"):
         assert res["metrics"][key] == pytest.approx(ref["metrics"][key], abs=1e-6), key
+    # the logged training curve too, the epoch cut by the kill included: its mean counts the steps
+    # before the checkpoint (it was once the mean of the steps after the resume alone)
+    ref_means, res_means = epoch_means(tmp_path / "ref"), epoch_means(out)
+    assert sorted(ref_means) == sorted(res_means) == list(range(8)) and killed_at // 130 in res_means
+    for epoch, mean in ref_means.items():
+        assert res_means[epoch] == pytest.approx(mean, abs=1e-5), epoch
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -94,6 +94,7 @@ class VariationalInference(TrainingMetrics):
         """A checkpoint from before issue 13's restructuring loads: its keys renamed (:mod:`vibench.legacy_keys`)."""
         from vibench.legacy_keys import renamed
 
+        super().on_load_checkpoint(checkpoint)  # the training metrics' running sums
         checkpoint["state_dict"] = renamed(checkpoint["state_dict"], self.state_dict().keys())
 
     def setup(self, stage: str) -> None:

@@ -28,6 +28,7 @@ class TrainingMetrics(L.LightningModule):
         self._window = self._epoch = None
         self._window_steps = self._epoch_steps = 0
         self._keys: tuple[str, ...] = TRAIN_KEYS
+        self._restored: dict | None = None  # the sums of a checkpoint saved mid-epoch, until the first step after it
 
     def track_training(self, keys: tuple[str, ...], stats: torch.Tensor, beta: float) -> None:
         """Accumulate a step's training metrics (``stats[i]`` for ``keys[i]``) on the device; log
@@ -38,6 +39,8 @@ class TrainingMetrics(L.LightningModule):
         the loggers directly; epoch means are logged through ``self.log`` once per epoch.
         """
         self._keys = keys
+        if self._restored is not None:
+            self._resume_sums(stats)
         self._window = stats if self._window is None else self._window + stats
         self._window_steps += 1
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
@@ -67,6 +70,27 @@ class TrainingMetrics(L.LightningModule):
             if self._trainer is not None:  # for callbacks (the plain progress lines of a run logged to a file), not the loggers again
                 self.log_dict(epoch_means, logger=False)
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The running sums of the epoch and the window travel in the checkpoint: a run stopped
+        mid-epoch and resumed logs the same epoch means as one never stopped, not the means of the
+        steps after its resume."""
+        sums = {name: (getattr(self, f"_{name}").tolist() if getattr(self, f"_{name}") is not None else None) for name in ("epoch", "window")}
+        checkpoint["training_metrics"] = {**sums, "epoch_steps": self._epoch_steps, "window_steps": self._window_steps,
+                                          "keys": list(self._keys), "at_epoch": self.current_epoch if self._trainer is not None else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored = checkpoint.get("training_metrics")  # put back at the first step, on its device (:meth:`_resume_sums`)
+
+    def _resume_sums(self, stats: torch.Tensor) -> None:
+        """The restored sums, if the run goes on in the epoch they were saved in (a checkpoint saved at an
+        epoch's end holds none) and for the same metrics."""
+        state, self._restored = self._restored, None
+        if state.get("at_epoch") != self.current_epoch or tuple(state.get("keys", ())) != self._keys:
+            return
+        as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=stats.dtype, device=stats.device)  # noqa: E731
+        self._epoch, self._window = as_tensor(state["epoch"]), as_tensor(state["window"])
+        self._epoch_steps, self._window_steps = state["epoch_steps"], state["window_steps"]
 
     def log_to_loggers(self, metrics: dict[str, float]) -> None:
         """Epoch-level metrics to the loggers at the index of the last optimizer step taken, the
