@@ -275,3 +275,24 @@ def test_plain_progress_of_a_resumed_run_starts_at_its_checkpoint(compose_cfg, t
     run(compose_cfg("trainer.max_epochs=200", "early_stopping.patience=1", "checkpoint.select=best", *common, f"output_dir={tmp_path / 'out3'}"))
     last = progress_lines(caplog)[-1]
     assert "stopped early: no better val ELBO in 1 epochs" in last and "best val ELBO" in last
+
+
+def test_plain_progress_reports_from_one_ddp_rank_only(caplog):
+    """Under DDP every rank runs the callbacks: the ranks other than 0 write no lines."""
+    import logging
+    from types import SimpleNamespace
+
+    from vibench.report_console import PlainProgress
+
+    caplog.set_level(logging.INFO, logger="vibench.progress")
+    for rank in (0, 1):
+        trainer = SimpleNamespace(is_global_zero=rank == 0, current_epoch=0, global_step=0, max_epochs=2, max_steps=-1, num_training_batches=4,
+                                  fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(processed=0)))),
+                                  callback_metrics={"val/elbo": -90.0}, checkpoint_callbacks=[], early_stopping_callback=None)
+        progress = PlainProgress(every_s=0)
+        progress.on_train_start(trainer, None)
+        trainer.current_epoch = 1
+        progress.on_train_epoch_start(trainer, None)
+        trainer.current_epoch = 2
+        progress.on_train_end(trainer, None)
+    assert [line.split(";")[0] for line in progress_lines(caplog)] == ["training from epoch 0/2", "epoch 1/2 done: val ELBO -90.00", "epoch 2/2 done: val ELBO -90.00"]

@@ -94,15 +94,18 @@ class PlainProgress(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._segment_start, self._last_line = (time.monotonic(), run_fraction(trainer)), -float("inf")
         self._first_epoch = trainer.current_epoch
+        if not trainer.is_global_zero:  # DDP: one process reports, not one line per rank
+            return
         first = "resumed at" if trainer.current_epoch > 0 or trainer.global_step > 0 else "training from"
         progress_log.info(f"{first} {position(trainer)}; a line at most every {self.every_s:g} s")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch > self._first_epoch and time.monotonic() - self._last_line >= self.every_s:
+        if trainer.is_global_zero and trainer.current_epoch > self._first_epoch and time.monotonic() - self._last_line >= self.every_s:
             self._line(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._line(trainer)
+        if trainer.is_global_zero:
+            self._line(trainer)
 
     def _line(self, trainer) -> None:
         self._last_line = time.monotonic()
