@@ -67,8 +67,8 @@ class TrainingMetrics(L.LightningModule):
             means = (self._epoch / self._epoch_steps).tolist()
             epoch_means = {**{f"{k}_epoch": v for k, v in zip(self._keys, means)}, "train/lr": self.current_lr()}
             self.log_to_loggers(epoch_means)
-            if self._trainer is not None:  # for callbacks (the plain progress lines of a run logged to a file), not the loggers again
-                self.log_dict(epoch_means, logger=False)
+            if self._trainer is not None:  # for callbacks (the plain progress lines of a run logged to a file), not the loggers again;
+                self.log_dict(epoch_means, logger=False, sync_dist=True)  # DDP: the mean over ranks, once an epoch
         self._epoch, self._epoch_steps, self._window, self._window_steps = None, 0, None, 0
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
