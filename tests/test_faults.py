@@ -49,14 +49,10 @@ def train_cmd(tmp_path, out, runs, *extra, logger="none"):
 
 
 def epoch_means(out) -> dict[int, float]:
-    """``{epoch: train/elbo_epoch}`` from a run folder's CSV logs, later segments over earlier ones."""
-    import csv
+    """``{epoch: train/elbo_epoch}`` of a run folder's learning curve, as ``vibench.curves`` reads it."""
+    from vibench.curves import epoch_curve, history
 
-    means = {}
-    for log in sorted(out.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
-        with open(log) as f:
-            means.update({int(float(r["epoch"])): float(r["train/elbo_epoch"]) for r in csv.DictReader(f) if r.get("train/elbo_epoch")})
-    return means
+    return {row["epoch"]: row["train/elbo_epoch"] for row in epoch_curve(history(out)) if "train/elbo_epoch" in row}
 
 
 def checkpoint_step(path) -> int:

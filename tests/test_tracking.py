@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,24 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert (tmp_path / "both" / "curve-a.csv").read_text() == (tmp_path / "c" / "curve.csv").read_text() == (tmp_path / "both" / "curve-b.csv").read_text()
     assert (tmp_path / "both" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "x"), "--labels", "a"]) == 2  # one label for two runs
+
+
+@pytest.mark.parametrize("logger", ["wandb", "csv"])
+def test_learning_curve_of_a_resumed_run_holds_every_segment(compose_cfg, tmp_path, logger):
+    """A run continued with resume=PATH logs its second segment into a new W&B run file or CSV
+    version: the curve joins them, epochs 0-3 with each segment's own values (the CSV reader once
+    read the last version alone, epochs 2-3)."""
+    from vibench.curves import epoch_curve, history
+    from vibench.run import run
+
+    common = ("iw_samples=20", f"logger={logger}", "images=false")
+    run(compose_cfg("trainer.max_epochs=2", *common))
+    first = epoch_curve(history(tmp_path / "out"))
+    run(compose_cfg("trainer.max_epochs=4", f"resume={tmp_path / 'out'}", *common, f"results_dir={tmp_path / 'runs2'}"))
+    rec = json.loads(next((tmp_path / "runs2").glob("*.json")).read_text())
+    curve = epoch_curve(history(tmp_path / "out"))
+    assert [r["epoch"] for r in curve] == [0, 1, 2, 3]
+    assert curve[:2] == first and curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-4)
 
 
 def test_runs_differing_only_in_seed_share_a_wandb_job_type(compose_cfg, tmp_path):

@@ -79,9 +79,10 @@ def history(run_dir: Path) -> list[dict]:
     runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
     if runs:
         return [row for run in runs for row in wandb_history(run)]
-    logs = sorted(run_dir.rglob("metrics.csv"))
+    # one version_N folder per segment of a resumed run, in the order they ran (version_10 after version_9)
+    logs = sorted(run_dir.rglob("metrics.csv"), key=lambda p: (str(p.parent.parent), int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1))
     if logs:
-        return csv_history(logs[-1])
+        return [row for log in logs for row in csv_history(log)]
     raise FileNotFoundError(f"{run_dir} holds no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Was it run with logger=none?")
 
 
