@@ -238,17 +238,21 @@ def test_a_run_logged_to_a_file_prints_plain_progress_lines(compose_cfg, tmp_pat
     import logging
 
     caplog.set_level(logging.INFO, logger="vibench.progress")
-    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", "logger=none", "images=false", "train.progress_every_s=0"))
+    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", "logger=none", "images=false", "train.progress_every_s=0", "eval.batch_size=100"))
     lines = progress_lines(caplog)
     assert lines[0].startswith("training from epoch 0/3;")
-    assert [line.split(" done")[0] for line in lines[1:]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert [line.split(" done")[0] for line in lines[1:4]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    # the test's 250 points in batches of 100
+    assert [line.split(";")[0] for line in lines[4:8]] == ["testing: 3 batches, K = 20 importance samples a point", "testing: batch 1/3", "testing: batch 2/3", "testing: batch 3/3"]
+    assert lines[8].startswith("testing done in") and len(lines) == 9
+    lines = lines[:4]
     assert "train ELBO" in lines[1] and "lr 1.0e-03" in lines[1]
     rec = only_record(tmp_path / "runs")
     assert f"val ELBO {rec['metrics']['val/elbo']:.2f}" in lines[-1]
 
     caplog.clear()
     run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", "logger=none", "images=false", "train.progress_every_s=3600", f"output_dir={tmp_path / 'out2'}"))
-    assert [line.split(";")[0].split(" done")[0] for line in progress_lines(caplog)] == ["training from epoch 0/3", "epoch 1/3", "epoch 3/3"]
+    assert [line.split(";")[0].split(" done")[0] for line in progress_lines(caplog)] == ["training from epoch 0/3", "epoch 1/3", "epoch 3/3", "testing: 1 batch, K = 20 importance samples a point", "testing"]
 
 
 def test_plain_progress_of_a_resumed_run_starts_at_its_checkpoint(compose_cfg, tmp_path, caplog):
@@ -268,12 +272,12 @@ def test_plain_progress_of_a_resumed_run_starts_at_its_checkpoint(compose_cfg, t
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]
     lines = progress_lines(caplog)
     assert lines[0].startswith("resumed at epoch 2/4")
-    assert [line.split(" done")[0] for line in lines[1:]] == ["epoch 3/4", "epoch 4/4"]
+    assert [line.split(" done")[0] for line in lines[1:] if line.startswith("epoch")] == ["epoch 3/4", "epoch 4/4"]
     assert all("no metrics yet" not in line for line in lines)
 
     caplog.clear()
     run(compose_cfg("trainer.max_epochs=200", "early_stopping.patience=1", "checkpoint.select=best", *common, f"output_dir={tmp_path / 'out3'}"))
-    last = progress_lines(caplog)[-1]
+    last = [line for line in progress_lines(caplog) if line.startswith("epoch")][-1]
     assert "stopped early: no better val ELBO in 1 epochs" in last and "best val ELBO" in last
 
 

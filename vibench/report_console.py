@@ -83,12 +83,12 @@ class PlainProgress(Callback):
     through the ``vibench.progress`` logger: Hydra's job log sends it to stdout and to the run's
     ``<output_dir>/__main__.log``, which stays with its checkpoints. An epoch's line is written
     when the next one starts (or training ends): the module logs its epoch means after the
-    callbacks' ``on_train_epoch_end``."""
+    callbacks' ``on_train_epoch_end``. The test (minutes at K = 5000) reports its batches the same way."""
 
     def __init__(self, every_s: float = 60.0):
         self.every_s = every_s
         self._segment_start: tuple[float | None, float | None] = (None, None)
-        self._last_line = -float("inf")
+        self._last_line = self._test_start = -float("inf")
         self._first_epoch = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -106,6 +106,25 @@ class PlainProgress(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._line(trainer)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._test_start = self._last_line = time.monotonic()
+        k, repeats = getattr(pl_module, "iw_samples", None), getattr(pl_module, "eval_repeats", 1)
+        what = f", K = {k} importance samples a point" + (f", {repeats} times" if repeats > 1 else "") if k else ""
+        n = sum(trainer.num_test_batches)
+        progress_log.info(f"testing: {n} batch{'es' if n != 1 else ''}{what}")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.is_global_zero and time.monotonic() - self._last_line >= self.every_s:
+            self._last_line, (done, total) = time.monotonic(), (batch_idx + 1, sum(trainer.num_test_batches))
+            elapsed = self._last_line - self._test_start
+            progress_log.info(f"testing: batch {done}/{total}; {duration(elapsed)}, test left {duration(elapsed / done * (total - done))}")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            progress_log.info(f"testing done in {duration(time.monotonic() - self._test_start)}")
 
     def _line(self, trainer) -> None:
         self._last_line = time.monotonic()
