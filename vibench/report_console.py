@@ -143,7 +143,7 @@ class PlainProgress(Callback):
 
 
 def position(trainer) -> str:
-    """``epoch 22/3280``, with ``, step 55000/20000``-style counts when ``max_steps`` limits the run."""
+    """``epoch 22/3280``, followed by ``, step 5000/20000`` when ``max_steps`` limits the run."""
     where = f"epoch {trainer.current_epoch}" + (f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else "")
     return where + (f", step {trainer.global_step}/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else "")
 
