@@ -300,3 +300,25 @@ def test_plain_progress_reports_from_one_ddp_rank_only(caplog):
         trainer.current_epoch = 2
         progress.on_train_end(trainer, None)
     assert [line.split(";")[0] for line in progress_lines(caplog)] == ["training from epoch 0/2", "epoch 1/2 done: val ELBO -90.00", "epoch 2/2 done: val ELBO -90.00"]
+
+
+def test_busy_cpu_note_warns_when_threads_would_share_cores():
+    """load + threads > cores (+0.5 slack for the load's noise) warns, naming the load and the fix; a
+    1-thread run beside one busy core of two does not (the anchors' setting), nor a GPU run."""
+    from vibench.timing import busy_cpu_note
+
+    note = busy_cpu_note({"type": "cpu", "torch_threads": 2, "cpu_count": 2, "load_at_start": 1.0})
+    assert note is not None and "about 1.0 of its 2 cores" in note and "2 torch threads" in note and "OMP_NUM_THREADS=1" in note
+    assert busy_cpu_note({"type": "cpu", "torch_threads": 1, "cpu_count": 2, "load_at_start": 1.0}) is None
+    assert busy_cpu_note({"type": "cpu", "torch_threads": 1, "cpu_count": 2, "load_at_start": 2.0}) is not None
+    assert busy_cpu_note({"type": "cpu", "torch_threads": 2, "cpu_count": 2, "load_at_start": 0.1}) is None  # an idle machine
+    assert busy_cpu_note({"type": "cuda:0", "torch_threads": 2, "cpu_count": 2, "load_at_start": 5.0}) is None
+    assert busy_cpu_note({"type": "cpu", "torch_threads": 2, "cpu_count": 2, "load_at_start": None}) is None  # no getloadavg
+
+
+def test_the_record_states_the_cpu_load_its_wall_clock_ran_under(compose_cfg, tmp_path):
+    import os
+
+    run(compose_cfg("trainer.max_epochs=1", "iw_samples=10", "logger=none", "images=false"))
+    device = only_record(tmp_path / "runs")["device"]
+    assert device["cpu_count"] == len(os.sched_getaffinity(0)) and 0 <= device["load_at_start"] < 64

@@ -7,6 +7,7 @@ plain float under a stable ``stage/quantity`` name.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import secrets
 import subprocess
@@ -69,9 +70,16 @@ def environment(device: str) -> dict[str, Any]:
     return {
         "versions": {"vibench": __version__, "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__, "hydra": hydra.__version__, "wandb": wandb_version},
         "git": git_state(),
-        "device": {"type": device, "name": name, "torch_threads": torch.get_num_threads(), "host": platform.node()},
+        "device": {"type": device, "name": name, "torch_threads": torch.get_num_threads(), "host": platform.node(), **cpu_load()},
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
     }
+
+
+def cpu_load() -> dict[str, Any]:
+    """The cores this process may use and the 1-minute load average as it starts (threads kept busy by
+    all processes, before this run trains: other work that its wall-clock would share the cores with)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_count": cpus, "load_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
 def write_record(record: dict[str, Any], results_dir: str | Path, job_dir: str | Path | None = None) -> Path:

@@ -192,6 +192,7 @@ def run(cfg: DictConfig) -> float:
 
     from vibench import tracking
     from vibench.report_console import print_error, print_note, print_summary
+    from vibench.timing import busy_cpu_note
 
     started = time.perf_counter()
     quiet_library_chatter()
@@ -207,6 +208,8 @@ def run(cfg: DictConfig) -> float:
     if started_logger is not logger:  # W&B fell back to offline
         trainer.logger = logger = started_logger
     record = header(plan, str(trainer.strategy.root_device), tracking.describe(logger))
+    if note := busy_cpu_note(record["device"]):
+        print_note(note)
     module, analyses = plan.module, plan.analyses
     try:
         trained = train(plan, trainer, resume_state)

@@ -92,3 +92,18 @@ class WallClock(L.Callback):
             "first_step_at": self.first_step_at,
             **segments,
         }
+
+
+def busy_cpu_note(device: dict) -> str | None:
+    """A warning before training when this run's CPU threads will share the cores with other work:
+    the 1-minute load average at its start (``device["load_at_start"]``, the number of threads other
+    processes kept busy) plus its own ``torch_threads`` exceed ``cpu_count``. Threads that share
+    cores slow each other several-fold (on 2 cores, a 1,000-point test took 31 s on one thread
+    beside a 2-thread run and 8 min 50 s on two), and the run's wall-clock then measures the
+    sharing. ``None`` on a GPU, where the load is unknown, or with room to spare."""
+    load, threads, cpus = device.get("load_at_start"), device.get("torch_threads"), device.get("cpu_count")
+    if device.get("type") != "cpu" or None in (load, threads, cpus) or load < 0.5 or load + threads <= cpus + 0.5:
+        return None
+    return (f"the CPU is busy: other processes kept about {load:.1f} of its {cpus} cores busy over the last minute, and this run adds "
+            f"{threads} torch thread{'s' if threads != 1 else ''}. Runs that share cores slow each other several-fold, and this run's "
+            "wall-clock will measure the sharing. Give each run one thread (OMP_NUM_THREADS=1), or fewer runs at once.")
