@@ -26,3 +26,14 @@ def test_missing_peer_is_skipped(capsys):
         raise ImportError("no module named pyro")
 
     assert optional("pyro", absent) is None and "not installed" in capsys.readouterr().err
+
+
+def test_the_benchmark_names_the_cpu_load_it_ran_under():
+    import os
+
+    import torch
+
+    from vibench.bench import machine
+
+    info = machine(torch.device("cpu"))
+    assert info["cpu_count"] == len(os.sched_getaffinity(0)) and info["load_at_start"] >= 0 and info["threads"] == torch.get_num_threads()

@@ -96,7 +96,9 @@ def machine(device: torch.device) -> dict:
         pass
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
-    return info
+    from vibench.records import cpu_load
+
+    return {**info, **cpu_load()}  # the load other work put on the cores as the benchmark began
 
 
 TARGETS = {  # issue 6: each a ratio measured in one run of this command
@@ -198,7 +200,8 @@ def write(result: dict, out: Path) -> None:
     stem = f"bench-{result['machine']['device'].split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
-    lines = [f"# vibench benchmark, {result['created']}", "", f"Machine: {m['cpu']}{', ' + m['gpu'] if 'gpu' in m else ''}; torch {m['torch']}, {m['threads']} threads, device {m['device']}. "
+    lines = [f"# vibench benchmark, {result['created']}", "", f"Machine: {m['cpu']}{', ' + m['gpu'] if 'gpu' in m else ''}; torch {m['torch']}, {m['threads']} threads, device {m['device']}; "
+             f"load average {m.get('load_at_start')} on {m.get('cpu_count')} cores at the start. "
              f"Data: {result['data']}. Matrix-multiply rate measured in this run: {result['matmul_gflops']:.0f} GFLOP/s (float32).", "",
              f"Training, interleaved blocks of {result['block_steps']} steps ({result['rounds']} rounds), time relative to the plain loop in the adjacent block. "
              f"vibench {'with' if result['vibench_train_compile'] else 'without'} train.compile (its first, excluded block took {result['vibench_first_block_s']:.1f} s):", "",
