@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,22 +153,27 @@ def test_reused_output_folder_never_resumes_another_or_a_finished_run(compose_cf
     time the old checkpoints are moved aside and the console says so."""
     from vibench.run import run
 
-    def records():
-        return sorted((json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")), key=lambda r: r["created"] + r["run_id"])
+    seen: set[str] = set()
+
+    def new_record():
+        """The one record the last run wrote (runs a second apart share `created`: not sortable by time)."""
+        (path,) = {str(p) for p in (tmp_path / "runs").glob("*.json")} - seen
+        seen.add(path)
+        return json.loads(Path(path).read_text())
 
     common = ("trainer.max_epochs=2", "iw_samples=20", "logger=none", "images=false")
     run(compose_cfg(*common))
-    first = records()[-1]
+    first = new_record()
     run(compose_cfg(*common, "dataset=linear_gaussian", "model=linear", "latent=2"))  # another config, same folder
     err = capsys.readouterr().err
-    second = records()[-1]
+    second = new_record()
     assert second["status"] == "completed" and second["resumed_from"] is None and second["run_id"] != first["run_id"]
     assert "a different configuration" in err and "dataset.name: 'digits' -> 'linear_gaussian'" in err and "starting afresh" in err
     assert (tmp_path / "out" / f"checkpoints-{first['run_id']}" / "last.ckpt").is_file()  # moved, not overwritten
 
     run(compose_cfg(*common, "dataset=linear_gaussian", "model=linear", "latent=2"))  # identical to the second, which finished
     err = capsys.readouterr().err
-    third = records()[-1]
+    third = new_record()
     assert "which finished" in err and third["resumed_from"] is None
     assert third["global_step"] == second["global_step"] > 0 and third["epochs"] == 2
     assert third["timing"]["train_s"] > 0.3 * second["timing"]["train_s"]  # it trained: a resumed finished run takes ~0.002 s
