@@ -105,3 +105,23 @@ def test_compare_refuses_sweeps_with_no_common_configuration(tmp_path, capsys):
         fake_run(tmp_path / "b", f"b{latent}", np.arange(10), np.zeros(10), latent=latent)
     assert compare_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "no configuration of A matches" in capsys.readouterr().err
+
+
+def test_of_two_records_of_one_seed_the_later_is_compared_even_within_a_second():
+    """Records carry their start to the millisecond: two runs of one seed started in the same
+    second still order, and compare keeps the later (it once tied at the second, and the order of
+    the files decided)."""
+    import re
+    import time
+
+    from vibench.compare import groups
+    from vibench.records import now
+
+    first = now()
+    time.sleep(0.002)
+    second = now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", first) and second > first
+    earlier, later = {"run_id": "b", "created": first}, {"run_id": "a", "created": second}
+    flat = {"latent": 2, "seed": 0}
+    for order in ([earlier, later], [later, earlier]):
+        assert groups(order, [flat, flat], ["latent"]) == {(2,): {0: later}}
