@@ -132,7 +132,7 @@ def test_busy_cpu_note_warns_when_threads_would_share_cores():
     from vibench.timing import busy_cpu_note
 
     note = busy_cpu_note({"type": "cpu", "torch_threads": 2, "cpu_count": 2, "load_at_start": 1.0})
-    assert note is not None and "about 1.0 of its 2 cores" in note and "2 torch threads" in note and "OMP_NUM_THREADS=1" in note
+    assert note is not None and "about 1.0 of its 2 cores" in note and "2 torch threads" in note and "OMP_NUM_THREADS=1" in note and "OMP_WAIT_POLICY=PASSIVE" in note
     assert busy_cpu_note({"type": "cpu", "torch_threads": 1, "cpu_count": 2, "load_at_start": 1.0}) is None
     assert busy_cpu_note({"type": "cpu", "torch_threads": 1, "cpu_count": 2, "load_at_start": 2.0}) is not None
     assert busy_cpu_note({"type": "cpu", "torch_threads": 2, "cpu_count": 2, "load_at_start": 0.1}) is None  # an idle machine

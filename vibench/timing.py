@@ -100,10 +100,14 @@ def busy_cpu_note(device: dict) -> str | None:
     processes kept busy) plus its own ``torch_threads`` exceed ``cpu_count``. Threads that share
     cores slow each other several-fold (on 2 cores, a 1,000-point test took 31 s on one thread
     beside a 2-thread run and 8 min 50 s on two), and the run's wall-clock then measures the
-    sharing. ``None`` on a GPU, where the load is unknown, or with room to spare."""
+    sharing. Most of it is OpenMP's idle threads spinning: the default digits run, 2 threads beside
+    a 1-thread run, trained in 172 s, and in 2.6 s with ``OMP_WAIT_POLICY=PASSIVE`` (which costs
+    15-75% alone, so it is advice, not a default). ``None`` on a GPU, where the load is unknown,
+    or with room to spare."""
     load, threads, cpus = device.get("load_at_start"), device.get("torch_threads"), device.get("cpu_count")
     if device.get("type") != "cpu" or None in (load, threads, cpus) or load < 0.5 or load + threads <= cpus + 0.5:
         return None
     return (f"the CPU is busy: other processes kept about {load:.1f} of its {cpus} cores busy over the last minute, and this run adds "
             f"{threads} torch thread{'s' if threads != 1 else ''}. Runs that share cores slow each other several-fold, and this run's "
-            "wall-clock will measure the sharing. Give each run one thread (OMP_NUM_THREADS=1), or fewer runs at once.")
+            "wall-clock will measure the sharing. Give each run one thread (OMP_NUM_THREADS=1), or fewer runs at once; "
+            "with several threads, OMP_WAIT_POLICY=PASSIVE set before the run stops idle threads from spinning on the shared cores.")
