@@ -289,3 +289,24 @@ def test_last_checkpoint_moves_with_its_folder_without_a_warning(tmp_path, recwa
     new.load_state_dict(old.state_dict())
     assert new.best_model_path == str(tmp_path / "here" / "checkpoints" / "last.ckpt")
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+
+
+def test_a_setting_added_later_with_a_null_default_does_not_stop_a_resume(tmp_path):
+    """A checkpoint written before a setting existed resumes when the setting is null ("off") now,
+    whether by resume=auto or resume=PATH; a value that differs, old or new, still refuses it."""
+    from vibench.errors import ConfigError
+    from vibench.resume import find_resume_checkpoint
+
+    old = {"latent": 50, "optimizer.lr": 0.001, "early_stopping.patience": None}
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    torch.save({"callbacks": {"ResumeState": {"run_id": "r1", "config": old, "finished": False}}}, last)
+    now = {**old, "model.decoder.output_bias": None}
+    assert find_resume_checkpoint("auto", tmp_path, now)[0] == last
+    assert find_resume_checkpoint(str(tmp_path), tmp_path, now)[0] == last
+    with pytest.raises(ConfigError, match="output_bias: None -> 'train_mean'"):
+        find_resume_checkpoint(str(tmp_path), tmp_path, {**old, "model.decoder.output_bias": "train_mean"})
+    with pytest.raises(ConfigError, match="latent: 50 -> None"):
+        find_resume_checkpoint(str(tmp_path), tmp_path, {**old, "latent": None})
+    path, note = find_resume_checkpoint("auto", tmp_path, {**old, "model.decoder.output_bias": "train_mean"})
+    assert path is None and "a different configuration" in note and not last.exists()  # moved aside

@@ -76,15 +76,23 @@ def record_config_group(record: dict[str, Any]) -> str:
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two :func:`result_config` dicts, as ``key: old -> new``."""
+    """Keys whose values differ between two :func:`result_config` dicts, as ``key: old -> new``; a key
+    missing on one side shows as ``None`` (:func:`same_run_keys` drops nulls: a setting a checkpoint
+    predates is off, as null)."""
     keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in keys if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    missing = object()
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k, missing) != b.get(k, missing)]
 
 
 def same_run_keys(config: dict[str, Any]) -> dict[str, Any]:
-    """A :func:`result_config` dict (or a checkpoint's stored one) less :data:`DATA_LOCATION_KEYS`:
-    what must be equal for a checkpoint to be resumed."""
-    return {k: v for k, v in config.items() if k not in DATA_LOCATION_KEYS}
+    """A :func:`result_config` dict (or a checkpoint's stored one) less :data:`DATA_LOCATION_KEYS`
+    and less its null settings: what must be equal for a checkpoint to be resumed.
+
+    Dropping nulls on both sides lets a setting that a later vibench adds with a null default ("off")
+    leave resuming alone: a run checkpointed before the setting existed is still the same run (a
+    long anchor run continues across an upgrade). A setting that changes from or to a value still
+    differs."""
+    return {k: v for k, v in config.items() if k not in DATA_LOCATION_KEYS and v is not None}
 
 
 def saved_state(checkpoint: Path) -> dict[str, Any]:
