@@ -29,6 +29,7 @@ import torch
 
 from vibench.bench_costs import eval_rate, matmul_gflops, quantiles, startup_latency, svi_cost, sync
 from vibench.bench_contenders import BATCH, D, PlainLoop, PyroLoop, PythaeLoop, optional
+from vibench.records import cpu_load
 
 
 
@@ -96,8 +97,6 @@ def machine(device: torch.device) -> dict:
         pass
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
-    from vibench.records import cpu_load
-
     return {**info, **cpu_load()}  # the load other work put on the cores as the benchmark began
 
 

@@ -74,13 +74,19 @@ def csv_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+def csv_segment(log: Path) -> tuple[str, int]:
+    """``(folder, N)`` of Lightning's ``csv/version_N/metrics.csv``: one per segment of a resumed run,
+    sorted in the order they ran (``version_10`` after ``version_9``)."""
+    n = log.parent.name.rpartition("_")[2]
+    return str(log.parent.parent), int(n) if n.isdigit() else -1
+
+
 def history(run_dir: Path) -> list[dict]:
     """A run folder's logged rows: W&B's offline run file if there is one, else Lightning's CSV log."""
     runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
     if runs:
         return [row for run in runs for row in wandb_history(run)]
-    # one version_N folder per segment of a resumed run, in the order they ran (version_10 after version_9)
-    logs = sorted(run_dir.rglob("metrics.csv"), key=lambda p: (str(p.parent.parent), int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1))
+    logs = sorted(run_dir.rglob("metrics.csv"), key=csv_segment)
     if logs:
         return [row for log in logs for row in csv_history(log)]
     raise FileNotFoundError(f"{run_dir} holds no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Was it run with logger=none?")

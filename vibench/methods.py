@@ -103,6 +103,7 @@ class VariationalInference(TrainingMetrics):
             self.strategy.setup(dm.sizes()["n_train"], self.device)
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # a mid-epoch checkpoint's training-metric sums
         # optimizer steps per epoch (a Lightning step may hold several: train.steps_per_call)
         dm = self.trainer.datamodule
         self._steps_per_epoch = dm.steps_per_epoch() if dm is not None and hasattr(dm, "steps_per_epoch") else max(1, int(self.trainer.num_training_batches))

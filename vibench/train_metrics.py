@@ -28,7 +28,7 @@ class TrainingMetrics(L.LightningModule):
         self._window = self._epoch = None
         self._window_steps = self._epoch_steps = 0
         self._keys: tuple[str, ...] = TRAIN_KEYS
-        self._restored: dict | None = None  # the sums of a checkpoint saved mid-epoch, until the first step after it
+        self._restored: dict | None = None  # the sums of a checkpoint saved mid-epoch, until training starts
 
     def track_training(self, keys: tuple[str, ...], stats: torch.Tensor, beta: float) -> None:
         """Accumulate a step's training metrics (``stats[i]`` for ``keys[i]``) on the device; log
@@ -39,8 +39,6 @@ class TrainingMetrics(L.LightningModule):
         the loggers directly; epoch means are logged through ``self.log`` once per epoch.
         """
         self._keys = keys
-        if self._restored is not None:
-            self._resume_sums(stats)
         self._window = stats if self._window is None else self._window + stats
         self._window_steps += 1
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
@@ -75,22 +73,23 @@ class TrainingMetrics(L.LightningModule):
         """The running sums of the epoch and the window travel in the checkpoint: a run stopped
         mid-epoch and resumed logs the same epoch means as one never stopped, not the means of the
         steps after its resume."""
-        sums = {name: (getattr(self, f"_{name}").tolist() if getattr(self, f"_{name}") is not None else None) for name in ("epoch", "window")}
-        checkpoint["training_metrics"] = {**sums, "epoch_steps": self._epoch_steps, "window_steps": self._window_steps,
+        as_list = lambda t: None if t is None else t.tolist()  # noqa: E731
+        checkpoint["training_metrics"] = {"epoch": as_list(self._epoch), "window": as_list(self._window), "epoch_steps": self._epoch_steps, "window_steps": self._window_steps,
                                           "keys": list(self._keys), "at_epoch": self.current_epoch if self._trainer is not None else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._restored = checkpoint.get("training_metrics")  # put back at the first step, on its device (:meth:`_resume_sums`)
+        self._restored = checkpoint.get("training_metrics")  # put back when training starts, on its device
 
-    def _resume_sums(self, stats: torch.Tensor) -> None:
-        """The restored sums, if the run goes on in the epoch they were saved in (a checkpoint saved at an
-        epoch's end holds none) and for the same metrics."""
+    def on_train_start(self) -> None:
+        """A run resumed in the epoch its checkpoint was saved in goes on with that epoch's sums (a
+        checkpoint saved at an epoch's end holds none). Once, here, not in the per-step path; the
+        resume fingerprint guarantees the same objective, hence the same metric keys."""
         state, self._restored = self._restored, None
-        if state.get("at_epoch") != self.current_epoch or tuple(state.get("keys", ())) != self._keys:
+        if not state or state.get("at_epoch") != self.current_epoch:
             return
-        as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=stats.dtype, device=stats.device)  # noqa: E731
+        as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=self.dtype, device=self.device)  # noqa: E731
         self._epoch, self._window = as_tensor(state["epoch"]), as_tensor(state["window"])
-        self._epoch_steps, self._window_steps = state["epoch_steps"], state["window_steps"]
+        self._epoch_steps, self._window_steps, self._keys = state["epoch_steps"], state["window_steps"], tuple(state["keys"])
 
     def log_to_loggers(self, metrics: dict[str, float]) -> None:
         """Epoch-level metrics to the loggers at the index of the last optimizer step taken, the
