@@ -67,6 +67,9 @@ SCALARS: dict[str, Allowed] = {
     "eval.compile": one_of(True, False, "auto", desc="auto, true or false"),
     "eval.repeats": integer(1),
     "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),
+    "model.output_bias": optional(one_of("train_mean")),
+    "dataset.fixed_order": optional(BOOL),
+    "scheduler.lr_lambda.rounded": optional(BOOL),
     "checkpoint.select": one_of("last", "best", desc="last or best (the best validation ELBO)"),
     "early_stopping.patience": optional(integer(1)),
     "dataset.batch_size": integer(1),
@@ -110,7 +113,7 @@ def check_scalars(cfg: DictConfig) -> None:
 
 
 def _example(key: str) -> str:
-    return {"latent": "20", "results_dir": "results/runs", "beta": "1.0", "optimizer.lr": "1e-3", "eval.chunk_mib": "16"}.get(key, "1" if "subset" not in key else "1000")
+    return {"latent": "20", "results_dir": "results/runs", "beta": "1.0", "optimizer.lr": "1e-3", "eval.chunk_mib": "16", "model.output_bias": "train_mean", "dataset.fixed_order": "true", "scheduler.lr_lambda.rounded": "true"}.get(key, "1" if "subset" not in key else "1000")
 
 
 def check_top_level(cfg: DictConfig) -> None:

@@ -20,14 +20,26 @@ class GenerativeModel(nn.Module):
     likelihood ``p(x | z)``.
 
     ``init`` re-initializes the decoder's linear layers (:func:`~vibench.networks.initialize`);
-    the encoder takes the same ``model.init`` from its config.
+    the encoder takes the same ``model.init`` from its config. ``output_bias="train_mean"`` then
+    starts the decoder's output bias at the training data's mean (:meth:`start_at_data`), as
+    IWAE's code does; ``None`` leaves it as ``init`` made it.
     """
 
-    def __init__(self, latent: int, decoder: Decoder, init: str = "default", prior: nn.Module | None = None):
+    OUTPUT_BIAS = (None, "train_mean")
+
+    def __init__(self, latent: int, decoder: Decoder, init: str = "default", prior: nn.Module | None = None, output_bias: str | None = None):
         super().__init__()
-        self.latent = latent
+        if output_bias not in self.OUTPUT_BIAS:
+            raise ValueError(f"model.output_bias={output_bias!r} is not one of null, 'train_mean'")
+        self.latent, self.output_bias = latent, output_bias
         self.decoder = initialize(decoder, init)
         self.prior_module = prior if prior is not None else StandardNormal(latent)
+
+    def start_at_data(self, train: torch.Tensor) -> None:
+        """Apply ``output_bias`` given the training data ``[N, dim]`` (before training; a resumed
+        run's checkpoint then overwrites it)."""
+        if self.output_bias == "train_mean":
+            self.decoder.start_at_mean(train.mean(dim=0))
 
     def prior(self) -> Distribution:
         return self.prior_module()

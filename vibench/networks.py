@@ -186,6 +186,18 @@ class Decoder(nn.Module):
                     raise ValueError(f"sigma={sigma} must be > 0 (or null to learn it)")
                 self.register_buffer("fixed_log_sigma", torch.tensor(float(sigma)).log())
 
+    def start_at_mean(self, mean: torch.Tensor) -> None:
+        """Set the output layer's bias so that p(x | z) has mean ``mean`` ``[dim]`` wherever the
+        layer's input is zero: its logit, pixel means clipped to [0.001, 0.999] (Bernoulli;
+        IWAE's code, yburda/iwae ``datasets.py`` ``get_train_bias_np``), or the mean itself
+        (Gaussian)."""
+        last = self.net[-1]
+        if mean.shape != last.bias.shape:
+            raise ValueError(f"a mean of shape {tuple(mean.shape)} for an output of shape {tuple(last.bias.shape)}")
+        with torch.no_grad():
+            mean = mean.to(last.bias)
+            last.bias.copy_(torch.logit(mean.clamp(0.001, 0.999)) if self.likelihood == "bernoulli" else mean)
+
     @property
     def is_linear_gaussian(self) -> bool:
         return self.likelihood == "gaussian" and len(self.net) == 1

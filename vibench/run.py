@@ -100,6 +100,7 @@ def prepare(cfg: DictConfig) -> Plan:
     datamodule = make_datamodule(cfg)
     splits = datamodule.load()
     model = build("model", cfg.model)
+    model.start_at_data(splits.train)
     scheduler = build("scheduler", cfg.scheduler) if cfg.scheduler is not None else None
     module = build("inference", cfg.inference, model=model, optimizer=build("optimizer", cfg.optimizer), scheduler=scheduler)
     given = tested_model.evaluate_request(cfg.get("evaluate")) or gap_checkpoint(cfg.gap.enabled, cfg.gap.checkpoint)

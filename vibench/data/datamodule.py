@@ -120,10 +120,14 @@ class DataModule(L.LightningDataModule):
             them, see :class:`IndexBatches`).
         step_multiple: if set (the step interval of mid-epoch checkpoints), every multiple of it
             ends a Lightning step: the group size is reduced to divide it and the epoch.
+        fixed_order: true: the same minibatches in the same order every epoch (rows 0..B-1,
+            B..2B-1, ...), as IWAE's code trains (yburda/iwae ``train.py``); ``None``/false: a
+            fresh permutation each epoch, seeded by ``shuffle_seed`` and the epoch.
     """
 
-    def __init__(self, source: Callable[[], Splits], name: str, dim: int, likelihood: str, batch_size: int = 100, eval_batch_size: int = 500, train_subset: int | None = None, val_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0, shuffle_seed: int = 0, steps_per_call: int = 1, step_multiple: int | None = None):
+    def __init__(self, source: Callable[[], Splits], name: str, dim: int, likelihood: str, batch_size: int = 100, eval_batch_size: int = 500, train_subset: int | None = None, val_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0, shuffle_seed: int = 0, steps_per_call: int = 1, step_multiple: int | None = None, fixed_order: bool | None = None):
         super().__init__()
+        self.fixed_order = bool(fixed_order)
         self.steps_per_call, self.step_multiple = steps_per_call, step_multiple
         self.source, self.name, self.dim, self.likelihood = source, name, dim, likelihood
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -181,7 +185,8 @@ class DataModule(L.LightningDataModule):
     def train_dataloader(self) -> IndexBatches:
         s = self.load()
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
-        self._train_batches = IndexBatches(s.train, self.batch_size, shuffle_seed=lambda: self.shuffle_seed * 1_000_003 + epoch(), **self._ranks(), drop_uneven=True)
+        shuffle_seed = None if self.fixed_order else (lambda: self.shuffle_seed * 1_000_003 + epoch())
+        self._train_batches = IndexBatches(s.train, self.batch_size, shuffle_seed=shuffle_seed, **self._ranks(), drop_uneven=True)
         group = self.steps_per_call
         if self.step_multiple:  # groups then divide the interval and the epoch: each call ends at a multiple of the group size
             group = math.gcd(group, self.step_multiple, self._train_batches.minibatches())
