@@ -49,6 +49,11 @@ CASES = [
     (["inference=svi", "inference.strategy.inner_optimizer.lr=-1"], "inference.strategy.inner_optimizer.lr=-1 is not valid: a learning rate must be a number > 0"),
     (["posterior=planar", "posterior.layers=0"], "posterior.layers must be an integer >= 1"),
     (["dataset.test_subset=0"], "dataset.test_subset must be null or an integer >= 1"),
+    (["model.output_bias=mean"], "model.output_bias must be null or train_mean"),
+    (["dataset.fixed_order=yes"], "dataset.fixed_order must be null or true or false"),
+    (["scheduler=burda", "scheduler.lr_lambda.rounded=1"], "scheduler.lr_lambda.rounded must be null or true or false"),
+    (["optimizer=adam_iwae_code", "optimizer.loss_scale=0"], "optimizer.loss_scale must be a number > 0"),
+    (["optimizer=adam_iwae_code", "optimizer.initial_second_moment=-1"], "optimizer.initial_second_moment must be a number >= 0"),
     (["trainer.max_epochs=-5"], "trainer.max_epochs must be an integer >= -1"),
     # misspelled and +-prefixed unknown keys
     (["laten=5"], "Could not override 'laten'"),

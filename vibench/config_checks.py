@@ -68,6 +68,8 @@ SCALARS: dict[str, Allowed] = {
     "eval.repeats": integer(1),
     "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),
     "model.output_bias": optional(one_of("train_mean")),
+    "optimizer.loss_scale": number(0, strict=True),
+    "optimizer.initial_second_moment": number(0, strict=False),
     "dataset.fixed_order": optional(BOOL),
     "scheduler.lr_lambda.rounded": optional(BOOL),
     "checkpoint.select": one_of("last", "best", desc="last or best (the best validation ELBO)"),

@@ -45,7 +45,7 @@ class Adam(torch.optim.Adam):
 
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *, initial_second_moment: float = 0.0, loss_scale: float = 1.0, **kwargs):
         if not loss_scale > 0:
-            raise ValueError(f"loss_scale={loss_scale} must be > 0: the factor the loss Adam was tuned on is of this one")
+            raise ValueError(f"loss_scale={loss_scale} must be > 0: Adam then steps as on the loss times loss_scale (the batch size, for a loss summed over the minibatch)")
         if initial_second_moment < 0:
             raise ValueError(f"initial_second_moment={initial_second_moment} must be >= 0: it starts an average of squared gradients")
         if kwargs.get("amsgrad") and initial_second_moment:
