@@ -27,16 +27,17 @@ def steps(optimizer_factory, loss_fn, n: int, start: torch.Tensor) -> torch.Tens
     return theta.detach()
 
 
-def test_first_step_with_the_second_moment_started_at_one():
+@pytest.mark.parametrize("fused", [False, True])
+def test_first_step_with_the_second_moment_started_at_one(fused):
     # t = 1: m = (1 - b1) g, v = b2 v0 + (1 - b2) g^2; theta -= lr (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps).
     # g = 0.5, v0 = 1, b2 = 0.999: sqrt(0.99925 / 0.001) = 31.611, a step of 0.01582 lr (torch's
     # Adam, v0 = 0, steps by lr g / (|g| + eps)).
     lr, b1, b2, eps, g = 1e-3, 0.99, 0.999, 1e-4, 0.5
     expected = lr * g / (math.sqrt((b2 * 1.0 + (1 - b2) * g * g) / (1 - b2)) + eps)
     assert expected == pytest.approx(0.01582e-3, rel=1e-3)
-    moved = steps(lambda p: Adam(p, lr=lr, betas=(b1, b2), eps=eps, initial_second_moment=1.0), lambda t: g * t.sum(), 1, torch.zeros(1))
+    moved = steps(lambda p: Adam(p, lr=lr, betas=(b1, b2), eps=eps, initial_second_moment=1.0, fused=fused), lambda t: g * t.sum(), 1, torch.zeros(1))
     assert -moved.item() == pytest.approx(expected, rel=1e-6)
-    plain = steps(lambda p: Adam(p, lr=lr, betas=(b1, b2), eps=eps), lambda t: g * t.sum(), 1, torch.zeros(1))
+    plain = steps(lambda p: Adam(p, lr=lr, betas=(b1, b2), eps=eps, fused=fused), lambda t: g * t.sum(), 1, torch.zeros(1))
     assert -plain.item() == pytest.approx(lr * g / (g + eps), rel=1e-6)  # torch's, v0 = 0: about lr
 
 

@@ -18,8 +18,9 @@ c too). So Adam on c g with (eps, v_0) takes exactly the steps of Adam on g with
 the code.
 
 Left different from that code: its update uses the moments before the step's gradient (a Theano
-simultaneous update: theta_t moves by m_{t-1}, one step late) and adds eps to sqrt(v) before the
-bias correction of lr, not after (the two agree once b2^t ~ 0, after about 5,000 steps).
+simultaneous update: theta_t moves by m_{t-1}, one step late), and it divides by sqrt(v_t) + eps
+with the bias corrections all in the step size, where torch's update amounts to
+sqrt(v_t) + eps sqrt(1 - b2^t) there (the two agree once b2^t ~ 0, after about 5,000 steps).
 """
 
 from __future__ import annotations
