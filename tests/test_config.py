@@ -84,7 +84,10 @@ def test_every_typed_setting_is_checked():
 
 def test_flags_first_moves_hydra_flags_before_overrides():
     assert flags_first(["+experiment=aevb_mnist", "-m", "latent=2,5"]) == ["-m", "+experiment=aevb_mnist", "latent=2,5"]
-    assert flags_first(["a=1", "--cfg", "job", "b=2"]) == ["--cfg", "a=1", "job", "b=2"]
+    # --cfg and --package take a value: `latent=3 --cfg job` once became `--cfg latent=3 job`,
+    # which Hydra refused ("argument --cfg/-c: invalid choice: 'latent=3'")
+    assert flags_first(["a=1", "--cfg", "job", "b=2"]) == ["--cfg", "job", "a=1", "b=2"]
+    assert flags_first(["a=1", "-c", "all", "-p", "model", "b=2"]) == ["-c", "all", "-p", "model", "a=1", "b=2"]
     assert flags_first(["a=1", "-cn", "other", "b=2"]) == ["-cn", "other", "a=1", "b=2"]
     assert flags_first(["a=1", "--info", "defaults"]) == ["--info", "defaults", "a=1"]
     assert flags_first(["a=1", "--multirun"]) == ["--multirun", "a=1"]
@@ -96,6 +99,12 @@ def cli(*args: str, tmp_path, env_extra: dict | None = None) -> subprocess.Compl
         [sys.executable, "-m", "vibench", *args, f"hydra.run.dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'runs'}", "logger=none"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )
+
+
+def test_cli_prints_the_config_with_cfg_after_the_overrides(tmp_path):
+    r = cli("latent=7", "--cfg", "job", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("latent: 7\n") and not (tmp_path / "runs").exists()
 
 
 def test_cli_bad_value_exits_2_without_traceback(tmp_path):

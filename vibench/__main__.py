@@ -19,7 +19,7 @@ from vibench.errors import VibenchError
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # Hydra flags that take the next argument as their value.
-_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
