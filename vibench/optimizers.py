@@ -7,8 +7,9 @@ Adam (Kingma & Ba 2015, Algorithm 1) with gradient g_t:
     m_t = b1 m_{t-1} + (1 - b1) g_t,          v_t = b2 v_{t-1} + (1 - b2) g_t^2,
     theta_t = theta_{t-1} - lr m_t / (1 - b1^t) / (sqrt(v_t / (1 - b2^t)) + eps).
 
-torch starts m_0 = v_0 = 0. IWAE's code starts v_0 = 1, which damps the first few thousand steps
-(v_t stays near b2^t, far above g^2, until b2^t ~ g^2: a warm-up of about 2 epochs of batch 20).
+torch starts m_0 = v_0 = 0. IWAE's code starts v_0 = 1, which damps the first steps: v_t stays
+near b2^t, above g^2, until b2^t falls to g^2 (for |g| = 0.1, about 4,600 steps: two epochs of
+MNIST in batches of 20).
 
 Its loss is also the minibatch's *sum* of the bound, where vibench's is the mean: every gradient
 is B times vibench's. Adam is invariant to the scale c of the gradients except through eps and
