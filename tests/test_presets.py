@@ -4,6 +4,9 @@ to run is caught here, in seconds."""
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import pytest
 
 from tests.conftest import REPO
@@ -41,3 +44,31 @@ def test_vampprior_preset_builds_the_papers_network(compose_cfg):
     assert (model.decoder.net[0].h.in_features, model.decoder.net[-1].out_features) == (40, 784)
     assert (encoder.family.logvar_min, encoder.family.logvar_max) == (-6.0, 2.0)
     assert type(model.prior_module).__name__ == "VampPrior"
+
+
+def anchor_commands() -> list[str]:
+    """The command column of the table in results/anchors.md (each `python -m vibench ...`)."""
+    rows = [line.split("|") for line in (REPO / "results" / "anchors.md").read_text().splitlines() if line.startswith("| ")]
+    return [c for row in rows if len(row) > 4 for c in re.findall(r"`(python -m vibench [^`]+)`", row[4])]
+
+
+def first_job(command: str) -> list[str]:
+    """The overrides of a command's first job: a multirun's swept ``key=a,b,c`` becomes ``key=a``."""
+    args = shlex.split(command)[3:]
+    sweep = "-m" in args
+    return [a.split("=", 1)[0] + "=" + a.split("=", 1)[1].split(",")[0] if sweep and "," in a and "[" not in a else a for a in args if a != "-m"]
+
+
+def test_the_anchor_table_has_its_commands():
+    commands = anchor_commands()
+    assert len(commands) >= 7 and all(c.startswith("python -m vibench +experiment=") for c in commands)
+    assert first_job("python -m vibench +experiment=x 'm.h=[4,4]' -m k=1,5") == ["+experiment=x", "m.h=[4,4]", "k=1"]
+
+
+@pytest.mark.parametrize("command", anchor_commands())
+def test_anchor_command_composes_and_passes_the_checks(compose_cfg, command):
+    # results/anchors.md's commands are run as written; a renamed key or preset must fail here,
+    # not hours into a run or in a reader's terminal
+    from vibench.config_checks import check_config
+
+    check_config(compose_cfg(*first_job(command)))
