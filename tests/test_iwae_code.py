@@ -17,13 +17,16 @@ from vibench.optimizers import Adam
 from vibench.run import prepare
 
 
-def steps(optimizer_factory, loss_fn, n: int, start: torch.Tensor) -> torch.Tensor:
-    theta = torch.nn.Parameter(start.clone())
-    opt = optimizer_factory([theta])
+def take_steps(opt: torch.optim.Optimizer, theta: torch.nn.Parameter, loss_fn, n: int) -> None:
     for _ in range(n):
         opt.zero_grad()
         loss_fn(theta).backward()
         opt.step()
+
+
+def steps(optimizer_factory, loss_fn, n: int, start: torch.Tensor) -> torch.Tensor:
+    theta = torch.nn.Parameter(start.clone())
+    take_steps(optimizer_factory([theta]), theta, loss_fn, n)
     return theta.detach()
 
 
@@ -64,22 +67,13 @@ def test_a_restored_state_is_not_seeded_again():
 
     theta = torch.nn.Parameter(torch.zeros(2))
     opt = Adam([theta], lr=0.1, initial_second_moment=1.0)
-    for _ in range(5):
-        opt.zero_grad()
-        loss(theta).backward()
-        opt.step()
+    take_steps(opt, theta, loss, 5)
     saved, at = copy.deepcopy(opt.state_dict()), theta.detach().clone()  # as a checkpoint holds it
-    for _ in range(5):
-        opt.zero_grad()
-        loss(theta).backward()
-        opt.step()
+    take_steps(opt, theta, loss, 5)
     again = torch.nn.Parameter(at)
     resumed = Adam([again], lr=0.1, initial_second_moment=1.0)
     resumed.load_state_dict(saved)
-    for _ in range(5):
-        resumed.zero_grad()
-        loss(again).backward()
-        resumed.step()
+    take_steps(resumed, again, loss, 5)
     assert torch.equal(again.detach(), theta.detach())
 
 

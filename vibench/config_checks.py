@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from vibench.allowed import BOOL, Allowed, field_checks, integer, number, one_of, optional, unit, unknown_fields
 from vibench.analyses import AISSettings, GapSettings
 from vibench.errors import ConfigError
+from vibench.model import OUTPUT_BIAS
 from vibench.networks import INIT_SCHEMES
 
 # Keys of conf/config.yaml's top level (config groups included); tests keep this in sync.
@@ -67,7 +68,7 @@ SCALARS: dict[str, Allowed] = {
     "eval.compile": one_of(True, False, "auto", desc="auto, true or false"),
     "eval.repeats": integer(1),
     "model.init": ((lambda v: v in INIT_SCHEMES), "one of " + ", ".join(INIT_SCHEMES)),
-    "model.output_bias": optional(one_of("train_mean")),
+    "model.output_bias": optional(one_of(*OUTPUT_BIAS)),
     "optimizer.loss_scale": number(0, strict=True),
     "optimizer.initial_second_moment": number(0, strict=False),
     "dataset.fixed_order": optional(BOOL),

@@ -15,6 +15,9 @@ from vibench.objectives import kl_estimate
 from vibench.priors import StandardNormal
 
 
+OUTPUT_BIAS = ("train_mean",)  # model.output_bias's values besides null (GenerativeModel.start_at_data)
+
+
 class GenerativeModel(nn.Module):
     """A prior ``p(z)`` (``prior=``: N(0, I) unless given, :mod:`vibench.priors`) and a decoder
     likelihood ``p(x | z)``.
@@ -25,12 +28,10 @@ class GenerativeModel(nn.Module):
     IWAE's code does; ``None`` leaves it as ``init`` made it.
     """
 
-    OUTPUT_BIAS = (None, "train_mean")
-
     def __init__(self, latent: int, decoder: Decoder, init: str = "default", prior: nn.Module | None = None, output_bias: str | None = None):
         super().__init__()
-        if output_bias not in self.OUTPUT_BIAS:
-            raise ValueError(f"model.output_bias={output_bias!r} is not one of null, 'train_mean'")
+        if output_bias not in (None, *OUTPUT_BIAS):
+            raise ValueError(f"model.output_bias={output_bias!r} is not one of null, " + ", ".join(OUTPUT_BIAS))
         self.latent, self.output_bias = latent, output_bias
         self.decoder = initialize(decoder, init)
         self.prior_module = prior if prior is not None else StandardNormal(latent)
