@@ -44,11 +44,11 @@ class ELBO(nn.Module):
 class IWAE(ELBO):
     """``-L_k``, the k-sample importance-weighted bound (Burda et al. 2016, eq. 8), batch mean;
     k = ``samples``, reparameterized. KL annealing does not apply to it. Logs ``train/iw_bound``
-    beside the ELBO's terms (recon and KL averaged over the same k samples)."""
+    beside the ELBO's terms (recon and KL averaged over the same k samples). A pure function of the
+    batch, like the ELBO: compiled for long runs (``train.compile``)."""
 
     name = "iwae"
     keys = (*TRAIN_KEYS, "train/iw_bound")
-    compilable = False
     supports_annealing = False
 
     def forward(self, model, q, x, beta):

@@ -135,7 +135,8 @@ class VariationalInference(TrainingMetrics):
         dm, t = self.trainer.datamodule, self.trainer
         per_epoch = math.ceil(dm.sizes()["n_train"] / dm.batch_size) if dm is not None else 0
         steps = t.max_steps if t.max_steps and t.max_steps > 0 else (t.max_epochs or 0) * per_epoch
-        # Compiled, the VAE's step measured 10-15% faster on 2 CPU threads (python -m vibench.bench); compiling takes 3-15 s.
+        # Compiled, the VAE's step measured 10-15% faster on 2 CPU threads (python -m vibench.bench), the
+        # IWAE preset's epoch about 25% shorter on 1 thread (results/anchors.md); compiling takes 3-30 s.
         auto = self.train_compile == "auto" and steps >= 50_000
         if self.strategy.compilable and self.objective.compilable and (self.train_compile is True or auto):
             # torch.distributions resolves a KL pair on first use and memoizes it; resolved inside
