@@ -65,7 +65,19 @@ def test_the_anchor_table_has_its_commands():
     assert first_job("python -m vibench +experiment=x 'm.h=[4,4]' -m k=1,5") == ["+experiment=x", "m.h=[4,4]", "k=1"]
 
 
-@pytest.mark.parametrize("command", anchor_commands())
+def anchor_block_commands() -> list[str]:
+    """The ``python -m vibench ...`` runs in results/anchors.md's bash blocks (resumes, timings, ablations)."""
+    from tests.test_readme import readme_run_commands
+
+    return readme_run_commands("results/anchors.md")
+
+
+def test_the_anchor_notes_have_their_run_commands():
+    commands = anchor_block_commands()
+    assert len(commands) >= 7 and "python -m vibench +experiment=iwae_mnist_code objective.samples=1" in commands
+
+
+@pytest.mark.parametrize("command", anchor_commands() + anchor_block_commands())
 def test_anchor_command_composes_and_passes_the_checks(compose_cfg, command):
     # results/anchors.md's commands are run as written; a renamed key or preset must fail here,
     # not hours into a run or in a reader's terminal

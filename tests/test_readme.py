@@ -23,10 +23,10 @@ def test_ci_runs_the_readme_commands_verbatim():
         assert command in readme, f"{command!r} is run by .ci/run but not written in README.md"
 
 
-def readme_run_commands() -> list[str]:
-    """Each ``python -m vibench ...`` run in README.md's bash blocks (not its ``vibench.*`` tools),
+def readme_run_commands(doc: str = "README.md") -> list[str]:
+    """Each ``python -m vibench ...`` run in ``doc``'s bash blocks (not its ``vibench.*`` tools),
     its continuation lines joined, up to a redirection, ``&&``, ``&`` or a comment."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / doc).read_text(), re.S)
     commands = []
     for line in (ln for block in blocks for ln in block.replace("\\\n", " ").splitlines()):
         if (at := line.find("python -m vibench")) >= 0 and not line[at:].startswith("python -m vibench."):
