@@ -4,13 +4,14 @@ eager one: the same loss, metrics and gradients for the same noise, and fresh no
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch._inductor.config as inductor_config
 
 from vibench.compiling import CompiledOrEager
-from vibench.losses import ELBO, IWAE
+from vibench.losses import ELBO, IWAE, ScoreFunctionELBO
 from vibench.methods import VariationalInference
 from vibench.model import GenerativeModel
 from vibench.networks import Decoder, Encoder
@@ -73,3 +74,24 @@ def test_compiled_loss_draws_fresh_noise_at_every_step():
     se = (c.var() / 100 + e.var() / 100).sqrt()
     assert (c.mean() - e.mean()).abs() < 4 * se
     assert c.std() == pytest.approx(e.std().item(), rel=0.35)  # the same spread of the noise
+
+
+class FakeDataModule:
+    batch_size = 20
+
+    @staticmethod
+    def sizes():
+        return {"n_train": 50_000}
+
+
+@pytest.mark.parametrize(("objective", "epochs", "compiled"), [
+    (IWAE(1), 3280, True),  # the IWAE preset: 8.2 million steps
+    (ELBO(1), 3280, True),
+    (IWAE(1), 19, False),  # 47,500 steps: below auto's 50,000, compiling would not pay
+    (ScoreFunctionELBO(1), 3280, False),  # its baseline is state that changes each step: never compiled
+], ids=["iwae_preset", "elbo", "iwae_short", "score_function"])
+def test_auto_compiles_the_loss_of_long_runs_only(objective, epochs, compiled):
+    module = make_module(objective)
+    module._trainer = SimpleNamespace(datamodule=FakeDataModule(), max_steps=-1, max_epochs=epochs)
+    module.on_fit_start()  # decides; torch.compile compiles lazily, at the first call
+    assert isinstance(module._loss, CompiledOrEager) is compiled
