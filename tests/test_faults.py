@@ -90,6 +90,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     (ref,) = records_in(tmp_path / "ref_runs")
     (res,) = records_in(runs)
     assert res["resumed_from"].endswith("last.ckpt") and res["global_step"] == ref["global_step"] == 1040
+    # the record names the run's two parts: from step 0, and from the checkpoint's step, each with its code
+    assert [(p["from_step"], p["from_epoch"]) for p in res["training_parts"]] == [(0, 0), (killed_at, killed_at // 130)]
+    assert [p["from_step"] for p in ref["training_parts"]] == [0]
+    assert all(p["commit"] == ref["git"]["commit"] and p["started"] for p in res["training_parts"])
     # CPU, one thread, deterministic: the same batches and the same noise, so the same numbers.
     for key in ("test/elbo", "test/iw_ll", "test/kl", "val/elbo"):
         assert res["metrics"][key] == pytest.approx(ref["metrics"][key], abs=1e-6), key
@@ -310,3 +314,19 @@ def test_a_setting_added_later_with_a_null_default_does_not_stop_a_resume(tmp_pa
         find_resume_checkpoint(str(tmp_path), tmp_path, {**old, "latent": None})
     path, note = find_resume_checkpoint("auto", tmp_path, {**old, "model.decoder.output_bias": "train_mean"})
     assert path is None and "a different configuration" in note and not last.exists()  # moved aside
+
+
+def test_a_checkpoint_from_before_the_parts_were_recorded_says_so():
+    from types import SimpleNamespace
+
+    from vibench.faults import UNRECORDED_PART, ResumeState
+
+    old = ResumeState("r1")
+    old.load_state_dict({"run_id": "r1", "torch_rng": torch.get_rng_state()})  # no "parts": an older checkpoint
+    old.on_train_start(SimpleNamespace(global_step=5000, current_epoch=2), None)
+    assert old.parts()[0] == UNRECORDED_PART and old.parts()[0]["commit"] is None
+    assert (old.parts()[1]["from_step"], old.parts()[1]["from_epoch"]) == (5000, 2)
+    later = ResumeState("r1", code={"commit": "abc", "dirty": False})
+    later.load_state_dict(old.state_dict())  # its own parts travel in its checkpoints
+    later.on_train_start(SimpleNamespace(global_step=9000, current_epoch=4), None)
+    assert [p["from_step"] for p in later.parts()] == [0, 5000, 9000] and later.parts()[2]["commit"] == "abc"

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vibench.atomic import atomic_write
 from vibench.errors import NonFiniteLoss
+from vibench.records import now as records_now
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,22 +32,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
+# What a checkpoint from before the parts were recorded (2026-11-23) says of the steps it trained.
+UNRECORDED_PART = {"commit": None, "dirty": None, "from_step": 0, "from_epoch": 0, "started": None, "note": "not recorded: resumed from a checkpoint older than the parts' record"}
+
+
 class ResumeState(L.Callback):
     """Saves and restores the RNG states and the run id with every checkpoint, and what
     :mod:`vibench.resume` decides by: the run's result-relevant configuration and whether training
-    had ``finished`` (set just before the final save)."""
+    had ``finished`` (set just before the final save).
 
-    def __init__(self, run_id: str, config: dict[str, Any] | None = None):
+    It also keeps the run's **parts**: one per start or resume, each with the code it ran (``code``:
+    ``{"commit", "dirty"}``), its first step and epoch and its start time. A run resumed across
+    sessions and commits says in its record which code trained which steps (:meth:`parts`).
+    """
+
+    def __init__(self, run_id: str, config: dict[str, Any] | None = None, code: dict[str, Any] | None = None):
         self.run_id, self.config, self.finished = run_id, config, False
+        self.code = code or {"commit": None, "dirty": None}
+        self.earlier: list[dict[str, Any]] = []  # the parts before this one, from the checkpoint resumed
+        self.current: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after a resume's restore: the step and epoch this part starts from
+        self.current = {**self.code, "from_step": trainer.global_step, "from_epoch": trainer.current_epoch, "started": records_now()}
+
+    def parts(self) -> list[dict[str, Any]]:
+        """The run's parts so far, oldest first (none before training starts)."""
+        return [*self.earlier, *([self.current] if self.current is not None else [])]
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"run_id": self.run_id, "config": self.config, "finished": self.finished, "torch_rng": torch.get_rng_state()}
+        state = {"run_id": self.run_id, "config": self.config, "finished": self.finished, "torch_rng": torch.get_rng_state(), "parts": self.parts()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
+        self.earlier = list(state["parts"]) if "parts" in state else [dict(UNRECORDED_PART)]
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -155,7 +155,8 @@ def train(plan: Plan, trainer, resume_state) -> dict[str, Any]:
     trainer.save_checkpoint(plan.output_dir / "checkpoints" / "last.ckpt")  # and always at the end
     evaluated = tested_model.after_training(plan.cfg.checkpoint.select, trainer, plan.module, plan.output_dir, plan.datamodule)
     stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
-    return {"evaluated_checkpoint": evaluated, "epochs": trainer.current_epoch, "global_step": trainer.global_step, "stopped_early": bool(stopped)}
+    return {"evaluated_checkpoint": evaluated, "epochs": trainer.current_epoch, "global_step": trainer.global_step, "stopped_early": bool(stopped),
+            "training_parts": resume_state.parts()}
 
 
 def test(plan: Plan, trainer) -> dict[str, float]:
@@ -215,6 +216,8 @@ def run(cfg: DictConfig) -> float:
     try:
         trained = train(plan, trainer, resume_state)
         record["evaluated_checkpoint"], record["stopped_early"] = trained["evaluated_checkpoint"], trained["stopped_early"]
+        if trained.get("training_parts"):  # which code trained which steps, across resumes (vibench.faults.ResumeState)
+            record["training_parts"] = trained["training_parts"]
         metrics = test(plan, trainer)
         record["metrics"] = metrics  # from here on, a failure's record keeps what was measured
         if not trainer.is_global_zero:  # DDP: rank 0 alone analyses, records and reports
@@ -233,7 +236,7 @@ def run(cfg: DictConfig) -> float:
         if not trainer.is_global_zero:
             raise
         where = f"a checkpoint is at {sigterm.saved}" if sigterm.saved else "no checkpoint could be saved"
-        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analyses))
+        record.update(status="interrupted", error=f"SIGTERM at step {trainer.global_step}; {where}", timing=timing(clock, module, started, analyses), training_parts=resume_state.parts())
         records.write_record(record, plan.results_dir, plan.output_dir)
         interrupted = Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; {where}. Run the same command with resume={sigterm.saved or 'PATH'} (or in the same output folder) to continue.")
         interrupted.recorded = True

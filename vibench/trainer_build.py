@@ -15,6 +15,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
     from vibench.checkpoints import BestCheckpoint, LastCheckpoint
     from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
+    from vibench.records import git_state
     from vibench.run import build
     from vibench.timing import WallClock
 
@@ -24,7 +25,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
     checkpoints = LastCheckpoint(output_dir / "checkpoints", every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs, every_n_train_steps=cfg.checkpoint.every_n_steps)
     sigterm = SaveOnSigterm(output_dir / "checkpoints" / "last.ckpt")
     guard = NonFiniteGuard(checkpoints, every=cfg.trainer.get("log_every_n_steps", 1))
-    resume_state = ResumeState(run_id, config)
+    resume_state = ResumeState(run_id, config, git_state())
     callbacks = [clock, guard, resume_state, sigterm, *extra_callbacks, checkpoints]
     if cfg.checkpoint.get("select", "last") == "best":  # model selection on the validation ELBO (pythae, VampPrior)
         callbacks.append(BestCheckpoint(output_dir / "checkpoints", resumed_folder=resume_from.parent if resume_from else None))
