@@ -73,6 +73,29 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "x"), "--labels", "a"]) == 2  # one label for two runs
 
 
+def test_elbo_axis_keeps_a_late_fall_in_view_and_cuts_the_first_epochs():
+    """The IWAE preset's validation ELBO peaks early and falls for the last third of its epochs
+    while the training ELBO rises. Its whole fall must stay on the axis; only the first tenth of
+    each curve's epochs may fall below it. (The axis once started at the 10% quantile of the
+    pooled values, which cut the preset's last 400 epochs off its compare.png.)"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vibench.curves import elbo_axes
+
+    first = [-150.0, -130.0, -120.0, -110.0, -105.0, -101.0, -100.0, -99.0, -98.5, -98.2]
+    val = first + [-98.0] * 60 + [-98.0 - 0.05 * i for i in range(1, 31)]  # 100 epochs, ends at -99.5
+    train = [v - 5 for v in first] + [-97.0 + 0.1 * i for i in range(90)]  # rises to -88.1
+    fig, ax = plt.subplots()
+    elbo_axes(ax, val, train)
+    low, high = ax.get_ylim()
+    plt.close(fig)
+    assert low <= -99.5 and low > -102.0  # the late fall is in view; epoch 0's -150 is not
+    assert high >= -88.1
+
+
 @pytest.mark.parametrize("logger", ["wandb", "csv"])
 def test_learning_curve_of_a_resumed_run_holds_every_segment(compose_cfg, tmp_path, logger):
     """A run continued with resume=PATH logs its second segment into a new W&B run file or CSV

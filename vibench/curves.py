@@ -113,13 +113,15 @@ def write_csv(curve: list[dict], path: Path) -> None:
         writer.writerows(curve)
 
 
-def elbo_axes(ax, *runs: list[float]) -> None:
-    """Epochs across, ELBO (nats per image) up, from the lowest of the runs' 10% quantiles: each
-    run's first epochs would flatten the rest, and a short run's whole curve stays in view."""
-    runs = tuple(r for r in runs if r)
-    if runs:
-        low = min(sorted(r)[len(r) // 10] for r in runs)
-        ax.set_ylim(low, max(max(r) for r in runs) + 0.5)
+def elbo_axes(ax, *series: list[float]) -> None:
+    """Epochs across, ELBO (nats per image) up. Each series is one curve's values in epoch order;
+    the axis starts at the lowest value any curve takes after its first tenth of epochs, so that
+    the first epochs do not flatten the rest, a curve that falls late (overfitting) stays in view,
+    and a short run's whole curve does too."""
+    series = tuple(s for s in series if s)
+    if series:
+        low = min(min(s[len(s) // 10 :]) for s in series)
+        ax.set_ylim(low - 0.2, max(max(s) for s in series) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO, nats per image")
     ax.grid(alpha=0.3)
@@ -138,7 +140,7 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
         points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
         if points:
             ax.plot(*zip(*points), label=label)
-    elbo_axes(ax, [r[k] for r in curve for k in ("val/elbo", "train/elbo_epoch") if k in r])
+    elbo_axes(ax, *([r[k] for r in curve if k in r] for k in ("val/elbo", "train/elbo_epoch")))
     if any("train/lr" in r for r in curve):
         lr = ax.twinx()
         lr.plot([r["epoch"] + 1 for r in curve if "train/lr" in r], [r["train/lr"] for r in curve if "train/lr" in r], color="grey", lw=0.8, ls=":", label="learning rate")
@@ -162,15 +164,14 @@ def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Pa
 
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
-    values = []  # one list per run
+    values = []  # one list per curve
     for (label, curve), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         write_csv(curve, out / f"curve-{label}.csv")
-        values.append([])
         for key, style, what in (("val/elbo", "-", "validation"), ("train/elbo_epoch", "--", "training")):
             points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
             if points:
                 ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
-                values[-1] += [v for _, v in points]
+                values.append([v for _, v in points])
     elbo_axes(ax, *values)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
