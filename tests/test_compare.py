@@ -97,6 +97,34 @@ def test_compare_on_different_points_says_so_and_does_not_pair(tmp_path, capsys)
     assert row["difference"] == pytest.approx(1.0)
 
 
+def test_one_run_against_one_run_of_another_seed_is_compared_and_says_so(tmp_path, capsys):
+    """Two single runs of different seeds on the same points are compared point by point (the
+    difference is 0.4 exactly), labelled with both seeds and warned that seed-to-seed spread is
+    not in the interval. compare once printed an empty table and exited 0 for them."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    base = -95 + 8 * rng.standard_normal(200)
+    fake_run(tmp_path / "a", "a", np.arange(200), base + 0.4 + 0.1 * standardized(rng, 200), seed=1)
+    fake_run(tmp_path / "b", "b", np.arange(200), base, seed=0)
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--json", "-"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["seed"] == "1 vs 0" and row["kind"] == "paired points"
+    assert row["difference"] == pytest.approx(0.4, abs=1e-9) and row["stderr"] == pytest.approx(0.1 / math.sqrt(200), rel=1e-9)
+    assert "seed-to-seed" in row["note"]
+
+
+def test_compare_refuses_seeds_with_nothing_to_compare(tmp_path, capsys):
+    """A ran seeds 0 and 1, B seed 2: no seed in common and no interval across seeds from one
+    seed, so compare says why and how to fix it, with exit 2, instead of an empty table."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for seed in (0, 1):
+        fake_run(tmp_path / "a", f"a{seed}", np.arange(10), np.zeros(10), seed=seed)
+    fake_run(tmp_path / "b", "b2", np.arange(10), np.zeros(10), seed=2)
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "seeds (0, 1)" in err and "(2)" in err and "the same seeds" in err
+
+
 def test_compare_refuses_sweeps_with_no_common_configuration(tmp_path, capsys):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     for latent in (2, 5):

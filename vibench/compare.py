@@ -4,9 +4,10 @@ A and B are each a record, a folder of records, a multirun folder or a sweep id.
 are grouped by configuration: the settings that vary within A or within B, except the seed (a
 sweep over ``latent=2,5`` gives one group per latent size). Groups with equal values are matched;
 a side with a single configuration is matched with every group of the other. For each matched
-pair and each seed both ran, the difference of the test metric (``--metric``, default ``iw_ll``)
-is paired point by point when both runs were evaluated on the same test points (same
-``per_point.test_index_hash``), else unpaired, and says so. With several seeds, an interval on
+pair and each seed both ran (or, for one run against one run, whatever their seeds), the
+difference of the test metric (``--metric``, default ``iw_ll``) is paired point by point when
+both runs were evaluated on the same test points (same ``per_point.test_index_hash``), else
+unpaired, and says so. With several seeds, an interval on
 the seed means follows (:mod:`vibench.paired`). Exit codes: 0 compared; 2 bad input or nothing
 to compare.
 """
@@ -78,10 +79,20 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
         a, b = ga[ka], gb[kb]
         for seed in sorted(set(a) & set(b), key=str):
             rows.append({"configuration": label, "seed": seed, **compare_runs(a[seed], b[seed], metric)})
+        if len(a) == len(b) == 1 and a.keys() != b.keys():  # one run against one run of another seed
+            ((sa, ra),), ((sb, rb),) = a.items(), b.items()
+            row = compare_runs(ra, rb, metric)
+            note = "; ".join(filter(None, (row.get("note"), "different seeds: the interval leaves out seed-to-seed spread")))
+            rows.append({"configuration": label, "seed": f"{sa} vs {sb}", **row, "note": note})
         across = seed_interval({s: r["metrics"][f"test/{metric}"] for s, r in a.items()}, {s: r["metrics"][f"test/{metric}"] for s, r in b.items()})
         if across is not None:
             rows.append({"configuration": label, "seed": f"{len(a)} vs {len(b)} seeds", "a": sum(r["metrics"][f"test/{metric}"] for r in a.values()) / len(a),
                          "b": sum(r["metrics"][f"test/{metric}"] for r in b.values()) / len(b), **across.as_dict()})
+    if not rows:
+        seeds_a = sorted({str(s) for ka, _ in pairs for s in ga[ka]})
+        seeds_b = sorted({str(s) for _, kb in pairs for s in gb[kb]})
+        raise VibenchError(f"A's seeds ({', '.join(seeds_a)}) and B's ({', '.join(seeds_b)}) have none in common, and a side with one seed gives no "
+                           "interval across seeds: run the same seeds on both sides, or at least two on each.")
     return rows
 
 
