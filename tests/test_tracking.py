@@ -73,6 +73,19 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "x"), "--labels", "a"]) == 2  # one label for two runs
 
 
+def test_curves_name_the_epochs_a_run_s_logs_lack():
+    """The IWAE preset's logs lack epoch 1,162 (killed after its checkpoint, before W&B wrote it):
+    curves says so, and lists at most ten of many gaps."""
+    from vibench.curves import gap_message, missing_epochs
+
+    curve = [{"epoch": e} for e in range(3280) if e != 1162]
+    assert missing_epochs(curve) == [1162]
+    assert "lack epoch 1162;" in gap_message("preset", curve)
+    assert gap_message("x", [{"epoch": e} for e in range(5)]) is None and missing_epochs([]) == []
+    sparse = [{"epoch": e} for e in range(0, 30, 2)]  # 14 gaps
+    assert "lack epochs 1, 3, 5, 7, 9, 11, 13, 15, 17, 19 and 4 more" in gap_message("x", sparse)
+
+
 def test_elbo_axis_keeps_a_late_fall_in_view_and_cuts_the_first_epochs():
     """The IWAE preset's validation ELBO peaks early and falls for the last third of its epochs
     while the training ELBO rises. Its whole fall must stay on the axis; only the first tenth of

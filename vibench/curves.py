@@ -104,6 +104,22 @@ def epoch_curve(rows: list[dict]) -> list[dict]:
     return [{"epoch": e, **v} for e, v in sorted(by_epoch.items())]
 
 
+def missing_epochs(curve: list[dict]) -> list[int]:
+    """Epochs between a curve's first and last that its logs lack (a run killed after an epoch's
+    checkpoint and before its logger wrote that epoch resumes at the next one, leaving a gap)."""
+    epochs = {r["epoch"] for r in curve}
+    return sorted(set(range(min(epochs), max(epochs) + 1)) - epochs) if epochs else []
+
+
+def gap_message(label: str, curve: list[dict]) -> str | None:
+    """A warning naming the epochs that ``label``'s curve lacks, or None; at most 10 listed."""
+    gaps = missing_epochs(curve)
+    if not gaps:
+        return None
+    shown = ", ".join(map(str, gaps[:10])) + (f" and {len(gaps) - 10} more" if len(gaps) > 10 else "")
+    return f"curves: {label}'s logs lack epoch{'s' if len(gaps) > 1 else ''} {shown}; the curve joins its neighbours there"
+
+
 def write_csv(curve: list[dict], path: Path) -> None:
     """One row per epoch: epoch, step and the epoch-level metrics the run logged."""
     keys = ["epoch", "step", *[k for k in EPOCH_KEYS if any(k in r for r in curve)]]
@@ -206,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"curves: {run}'s logs hold no epoch-level metrics", file=sys.stderr)
             return 2
         curves[label] = curve
+        if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
+            print(gap, file=sys.stderr)
     if len(curves) == 1:
         ((_, curve),) = curves.items()
         paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0])
