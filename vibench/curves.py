@@ -152,11 +152,13 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(curve, out / "curve.csv")
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    values = []  # one list per curve
     for key, label in (("train/elbo_epoch", "training ELBO (epoch mean)"), ("val/elbo", "validation ELBO")):
         points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
         if points:
             ax.plot(*zip(*points), label=label)
-    elbo_axes(ax, *([r[k] for r in curve if k in r] for k in ("val/elbo", "train/elbo_epoch")))
+            values.append([v for _, v in points])
+    elbo_axes(ax, *values)
     if any("train/lr" in r for r in curve):
         lr = ax.twinx()
         lr.plot([r["epoch"] + 1 for r in curve if "train/lr" in r], [r["train/lr"] for r in curve if "train/lr" in r], color="grey", lw=0.8, ls=":", label="learning rate")
