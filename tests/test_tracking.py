@@ -73,6 +73,57 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "x"), "--labels", "a"]) == 2  # one label for two runs
 
 
+@pytest.mark.parametrize("logger", ["wandb", "none"])
+def test_every_epoch_is_in_epochs_jsonl_before_its_checkpoint(compose_cfg, tmp_path, monkeypatch, logger):
+    """W&B writes its run file from another process: a run killed just after an epoch's checkpoint
+    lost that epoch from its logs (the IWAE preset's epoch 1,162), and the resumed run never trains
+    it again. epochs.jsonl is written synchronously: whenever a checkpoint is saved at an epoch's
+    end, the file already holds that epoch's validation ELBO and training means, with the values
+    the run logged and recorded (also with logger=none)."""
+    from vibench import faults
+    from vibench.curves import epoch_curve, history
+    from vibench.epoch_log import read
+    from vibench.run import run
+
+    seen = []  # (the checkpoint's epoch, the epochs with a val/elbo and a train/elbo_epoch row in the file when it was saved)
+    save = faults.AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        rows = read(tmp_path / "out" / "epochs.jsonl") if (tmp_path / "out" / "epochs.jsonl").is_file() else []
+        seen.append((checkpoint["epoch"], {r["epoch"] for r in rows if "val/elbo" in r} & {r["epoch"] for r in rows if "train/elbo_epoch" in r}))
+        return save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(faults.AtomicCheckpointIO, "save_checkpoint", spy)
+    run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", f"logger={logger}", "images=false", "checkpoint.every_n_steps=null"))
+    # saved at each epoch's end with that epoch already in the file, then at the run's end (epoch: 3 completed)
+    assert seen == [(0, {0}), (1, {0, 1}), (2, {0, 1, 2}), (3, {0, 1, 2})]
+    rec = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    curve = epoch_curve(history(tmp_path / "out"))
+    assert [r["epoch"] for r in curve] == [0, 1, 2] and curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-6)
+    if logger == "wandb":  # the same values as W&B's file
+        from vibench.curves import wandb_history
+
+        (wandb_file,) = (tmp_path / "out").glob("wandb/offline-run-*/run-*.wandb")
+        assert epoch_curve(wandb_history(wandb_file)) == epoch_curve(read(tmp_path / "out" / "epochs.jsonl"))
+
+
+def test_epochs_jsonl_fills_the_epochs_the_logger_lost(tmp_path):
+    """A CSV log that lacks epoch 1 (killed before it was written) and an epochs.jsonl that has it,
+    ending in a line cut short by a kill: the curve has every epoch, the later row of an epoch wins."""
+    from vibench.curves import epoch_curve, history, missing_epochs
+
+    log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch,step,val/elbo,train/elbo_epoch\n0,9,-120.5,-130.0\n2,29,-110.0,-111.0\n")
+    (tmp_path / "epochs.jsonl").write_text(
+        '{"epoch": 0, "step": 9, "val/elbo": -120.5}\n{"epoch": 1, "step": 19, "val/elbo": -116.0}\n'
+        '{"epoch": 1, "step": 19, "val/elbo": -115.0, "train/elbo_epoch": -117.0}\n{"epoch": 2, "st')
+    curve = epoch_curve(history(tmp_path))
+    assert missing_epochs(curve) == [] and [r["epoch"] for r in curve] == [0, 1, 2]
+    assert curve[1] == {"epoch": 1, "val/elbo": -115.0, "train/elbo_epoch": -117.0, "step": 19}
+    assert curve[2]["val/elbo"] == -110.0
+
+
 def test_curves_name_the_epochs_a_run_s_logs_lack():
     """The IWAE preset's logs lack epoch 1,162 (killed after its checkpoint, before W&B wrote it):
     curves says so, and lists at most ten of many gaps."""

@@ -3,8 +3,9 @@
 One run: its learning curve. Several runs (``--out DIR``, optionally ``--labels ...``): their
 validation ELBOs in one figure.
 
-Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log)
-from the run's output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
+Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log,
+then vibench's own ``epochs.jsonl``, which holds every epoch a checkpoint holds) from the run's
+output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
 epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and ``curve.png``.
 Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
 validation (solid) and training (dashed) ELBOs against the epoch, one colour per run.
@@ -22,7 +23,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-EPOCH_KEYS = ("val/elbo", "train/elbo_epoch", "train/loss_epoch", "train/kl_epoch", "train/recon_epoch", "train/lr")
+from vibench import epoch_log
+from vibench.epoch_log import EPOCH_KEYS
+
 _BLOCK, _HEADER = 32768, 7  # W&B's run file: 32 KiB blocks of records, each with a 7-byte header
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
@@ -82,14 +85,20 @@ def csv_segment(log: Path) -> tuple[str, int]:
 
 
 def history(run_dir: Path) -> list[dict]:
-    """A run folder's logged rows: W&B's offline run file if there is one, else Lightning's CSV log."""
+    """A run folder's logged rows: W&B's offline run file if there is one, else Lightning's CSV log;
+    then the rows of ``epochs.jsonl`` (:mod:`vibench.epoch_log`), which fill the epochs those lost
+    to a kill (runs from before it have none)."""
+    rows = []
     runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
     if runs:
-        return [row for run in runs for row in wandb_history(run)]
-    logs = sorted(run_dir.rglob("metrics.csv"), key=csv_segment)
-    if logs:
-        return [row for log in logs for row in csv_history(log)]
-    raise FileNotFoundError(f"{run_dir} holds no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Was it run with logger=none?")
+        rows = [row for run in runs for row in wandb_history(run)]
+    elif logs := sorted(run_dir.rglob("metrics.csv"), key=csv_segment):
+        rows = [row for log in logs for row in csv_history(log)]
+    if (own := run_dir / epoch_log.FILE_NAME).is_file():
+        rows += epoch_log.read(own)
+    if not rows and not own.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {epoch_log.FILE_NAME}, no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Is it a run's output folder?")
+    return rows
 
 
 def epoch_curve(rows: list[dict]) -> list[dict]:

@@ -207,8 +207,9 @@ def run(cfg: DictConfig) -> float:
     logger, start_options = tracking.make_logger(cfg.logger, plan.resolved, sweep_group(plan.job), name, plan.run_id, job_type=plan.group)
     trainer, clock, sigterm, resume_state = make_trainer(cfg, plan.output_dir, plan.run_id, logger, pin_parallel_job(plan.job), extra_callbacks=tuple(plan.callbacks), config=plan.result_cfg, resume_from=plan.resume_from)
     started_logger = tracking.start(start_options, logger)
-    if started_logger is not logger:  # W&B fell back to offline
-        trainer.logger = logger = started_logger
+    if started_logger is not logger:  # W&B fell back to offline: it replaces the online logger, epochs.jsonl's stays
+        trainer.loggers = [started_logger if each is logger else each for each in trainer.loggers]
+        logger = started_logger
     record = header(plan, str(trainer.strategy.root_device), tracking.describe(logger))
     if note := busy_cpu_note(record["device"]):
         print_note(note)

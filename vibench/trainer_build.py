@@ -12,8 +12,11 @@ from vibench.errors import ConfigError
 
 def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrides: dict | None = None, extra_callbacks: tuple = (), config: dict | None = None, resume_from: Path | None = None):
     """The Lightning Trainer of a run with vibench's callbacks: wall-clock, non-finite guard,
-    resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one)."""
+    resume state, SIGTERM save and the atomic ``last.ckpt`` (the benchmark builds the same one).
+    Besides ``logger`` (W&B, CSV or none), the epoch-level rows go to ``epochs.jsonl`` in
+    ``output_dir`` (:mod:`vibench.epoch_log`), on disk before each epoch's checkpoint."""
     from vibench.checkpoints import BestCheckpoint, LastCheckpoint
+    from vibench.epoch_log import FILE_NAME, EpochLog
     from vibench.faults import AtomicCheckpointIO, NonFiniteGuard, ResumeState, SaveOnSigterm
     from vibench.records import git_state
     from vibench.run import build
@@ -43,7 +46,8 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, logger, overrid
         else:  # a live bar in a log file shows nothing until the run ends; Lightning's default would add a tqdm bar
             callbacks.append(PlainProgress(every_s=cfg.train.get("progress_every_s", 60)))
             overrides = {**(overrides or {}), "enable_progress_bar": False}
-    trainer = build("trainer", cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
+    loggers = [logger] if logger else []
+    trainer = build("trainer", cfg.trainer, logger=[*loggers, EpochLog(output_dir / FILE_NAME)], callbacks=callbacks, plugins=[AtomicCheckpointIO()], **(overrides or {}))
     return trainer, clock, sigterm, resume_state
 
 

@@ -1,0 +1,73 @@
+"""``epochs.jsonl``: a run's epoch-level metrics, on disk before the epoch's checkpoint is.
+
+W&B writes its run file from a separate process, after the training process hands it a row. A run
+killed (SIGKILL, a session's end) just after an epoch's ``last.ckpt`` can lose that epoch's row from
+W&B's file, and the resumed run starts at the next epoch: the epoch is gone from the learning curve
+(the IWAE preset's W&B logs lack epoch 1,162 so). Lightning's CSV logger buffers its rows likewise.
+
+:class:`EpochLog` is a Lightning logger that appends each epoch-level row (the validation metrics,
+logged at the validation's end; the training epoch means, logged in the module's
+``on_train_epoch_end``) to ``epochs.jsonl`` in the run folder, flushed and ``fsync``-ed before
+``log_metrics`` returns. Both rows are logged before Lightning's ``on_train_epoch_end`` checkpoint
+save, so every epoch a checkpoint holds is in the file. :mod:`vibench.curves` reads it after W&B's
+or the CSV log, filling the epochs they lack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+EPOCH_KEYS = ("val/elbo", "train/elbo_epoch", "train/loss_epoch", "train/kl_epoch", "train/recon_epoch", "train/lr")
+FILE_NAME = "epochs.jsonl"
+
+
+class EpochLog(Logger):
+    """Appends rows that carry an ``epoch`` and an :data:`EPOCH_KEYS` metric to ``path``, one JSON
+    object a line (``{"epoch": 3, "step": 519, "val/elbo": -97.1, ...}``), synchronously. Rows
+    without an epoch (the training windows, the test's metrics) are left to the other loggers."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return "epochs"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The configuration is in the run record and W&B; not repeated here."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "epoch" not in metrics or not any(k in metrics for k in EPOCH_KEYS):
+            return
+        row = {"epoch": int(metrics["epoch"]), "step": step, **{k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read(path: Path) -> list[dict]:
+    """The rows of an ``epochs.jsonl``, in the order written (a row written twice, by an epoch
+    trained again after a kill before its checkpoint, comes twice: the later is the one kept). A
+    line cut short by a kill mid-write is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
