@@ -55,7 +55,7 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     last validation ELBO is the one in the record."""
     import json
 
-    from vibench.curves import epoch_curve, history, main as curves_main
+    from vibench.curves import epoch_curve, history, main as curves_main, tested_point
     from vibench.run import run
 
     run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", f"logger={logger}", "images=false", "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=0.1"))
@@ -64,6 +64,7 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert [r["epoch"] for r in curve] == [0, 1, 2]
     assert curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-4)
     assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
+    assert tested_point(tmp_path / "out", curve) == (3, curve[-1]["val/elbo"], "tested: the last epoch, epoch 3")  # the circle on the figure
     assert curves_main([str(tmp_path / "out"), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "curve.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c" / "curve.csv").read_text().startswith("epoch,step,val/elbo")
     # two runs side by side: a CSV for each (the same rows as alone) and one figure
@@ -122,6 +123,21 @@ def test_epochs_jsonl_fills_the_epochs_the_logger_lost(tmp_path):
     assert missing_epochs(curve) == [] and [r["epoch"] for r in curve] == [0, 1, 2]
     assert curve[1] == {"epoch": 1, "val/elbo": -115.0, "train/elbo_epoch": -117.0, "step": 19}
     assert curve[2]["val/elbo"] == -110.0
+
+
+def test_the_tested_model_is_found_on_the_validation_curve(tmp_path):
+    """A run that tested its best validation epoch (pythae's 2x400 seed 123: 370 epochs of training,
+    the curve's epoch index 369, val ELBO -95.667) is marked there; a run still training (an
+    interrupted record) or a folder without a record is not marked."""
+    from vibench.curves import tested_point
+
+    curve = [{"epoch": e, "val/elbo": -100.0 + (0.01 * e if e <= 369 else 3.69 - 0.001 * (e - 369))} for e in range(500)]
+    best = {"select": "best", "epoch": 370, "val_elbo": curve[369]["val/elbo"], "last_epoch": 500}
+    (tmp_path / "record.json").write_text(json.dumps({"status": "completed", "evaluated_checkpoint": best}))
+    assert tested_point(tmp_path, curve) == (370, pytest.approx(-96.31), "tested: the best validation ELBO, epoch 370")
+    assert max(curve, key=lambda r: r["val/elbo"])["epoch"] + 1 == 370
+    (tmp_path / "record.json").write_text(json.dumps({"status": "interrupted", "evaluated_checkpoint": None}))
+    assert tested_point(tmp_path, curve) is None and tested_point(tmp_path / "nothing", curve) is None
 
 
 def test_curves_name_the_epochs_a_run_s_logs_lack():

@@ -8,7 +8,9 @@ then vibench's own ``epochs.jsonl``, which holds every epoch a checkpoint holds)
 output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
 epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and ``curve.png``.
 Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
-validation (solid) and training (dashed) ELBOs against the epoch, one colour per run.
+validation (solid) and training (dashed) ELBOs against the epoch, one colour per run. A circle
+marks the model a finished run tested (the best validation epoch or the last; from the
+``record.json`` in its folder).
 Works offline: W&B's run file is read directly (a LevelDB-style log of protobuf records, the
 format W&B's own ``wandb sync`` uploads), so no W&B account or network is needed.
 """
@@ -129,6 +131,31 @@ def gap_message(label: str, curve: list[dict]) -> str | None:
     return f"curves: {label}'s logs lack epoch{'s' if len(gaps) > 1 else ''} {shown}; the curve joins its neighbours there"
 
 
+def tested_point(run_dir: Path, curve: list[dict]) -> tuple[int, float, str] | None:
+    """Where the model a run tested sits on its validation curve, from the ``record.json`` that a
+    completed run leaves in its folder: ``(epochs of training behind it, its validation ELBO, a
+    label)``, or None (a run still training, or no validation that epoch). The curve's x is the
+    number of epochs trained (epoch index + 1), as the record's ``evaluated_checkpoint.epoch``."""
+    try:
+        record = json.loads((run_dir / "record.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    tested = record.get("evaluated_checkpoint") or {}
+    if record.get("status") != "completed" or tested.get("epoch") is None:
+        return None
+    epochs = int(tested["epoch"])
+    row = next((r for r in curve if r["epoch"] + 1 == epochs and "val/elbo" in r), None)
+    if row is None:
+        return None
+    how = {"best": "the best validation ELBO", "last": "the last epoch", "given": "the given checkpoint"}.get(tested.get("select"), str(tested.get("select")))
+    return epochs, float(row["val/elbo"]), f"tested: {how}, epoch {epochs}"
+
+
+def mark_tested(ax, tested: tuple[int, float, str] | None, colour: str = "black", prefix: str = "") -> None:
+    if tested is not None:
+        ax.plot([tested[0]], [tested[1]], ls="none", marker="o", ms=8, mfc="none", mew=1.5, color=colour, label=prefix + tested[2], zorder=5)
+
+
 def write_csv(curve: list[dict], path: Path) -> None:
     """One row per epoch: epoch, step and the epoch-level metrics the run logged."""
     keys = ["epoch", "step", *[k for k in EPOCH_KEYS if any(k in r for r in curve)]]
@@ -152,7 +179,7 @@ def elbo_axes(ax, *series: list[float]) -> None:
     ax.grid(alpha=0.3)
 
 
-def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
+def write(curve: list[dict], out: Path, title: str, tested: tuple[int, float, str] | None = None) -> tuple[Path, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,6 +194,7 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
         if points:
             ax.plot(*zip(*points), label=label)
             values.append([v for _, v in points])
+    mark_tested(ax, tested)
     elbo_axes(ax, *values)
     if any("train/lr" in r for r in curve):
         lr = ax.twinx()
@@ -181,9 +209,9 @@ def write(curve: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     return out / "curve.csv", out / "curve.png"
 
 
-def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Path:
+def write_comparison(curves: dict[str, list[dict]], out: Path, title: str, tested: dict[str, tuple[int, float, str] | None] | None = None) -> Path:
     """``curve-<label>.csv`` per run and ``compare.png``: validation (solid) and training (dashed)
-    ELBO of every run against the epoch."""
+    ELBO of every run against the epoch, and a circle on the model each finished run tested."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,6 +227,7 @@ def write_comparison(curves: dict[str, list[dict]], out: Path, title: str) -> Pa
             if points:
                 ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
                 values.append([v for _, v in points])
+        mark_tested(ax, (tested or {}).get(label), colour, f"{label}: ")
     elbo_axes(ax, *values)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -222,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):
         print(f"curves: give one --labels name per run ({len(args.runs)}), of letters, digits, '-', '_' or '.'", file=sys.stderr)
         return 2
-    curves = {}
+    curves, tested = {}, {}
     for label, run in zip(labels, args.runs):
         try:
             curve = epoch_curve(history(Path(run)))
@@ -232,15 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         if not curve:
             print(f"curves: {run}'s logs hold no epoch-level metrics", file=sys.stderr)
             return 2
-        curves[label] = curve
+        curves[label], tested[label] = curve, tested_point(Path(run), curve)
         if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
             print(gap, file=sys.stderr)
     if len(curves) == 1:
         ((_, curve),) = curves.items()
-        paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0])
+        paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0], tested[labels[0]])
         print(f"curves: {len(curve)} epochs -> {paths[0]}, {paths[1]}")
         return 0
-    png = write_comparison(curves, Path(args.out), args.title or " vs ".join(labels))
+    png = write_comparison(curves, Path(args.out), args.title or " vs ".join(labels), tested)
     print(f"curves: {', '.join(f'{k} ({len(v)} epochs)' for k, v in curves.items())} -> {png}")
     return 0
 
