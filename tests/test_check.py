@@ -77,6 +77,11 @@ def test_noise_models_monte_carlo_and_seeds():
     sd = 0.2  # of -90.5, -90.3, -90.1
     assert row.runs == ("seed0", "seed1", "seed2") and row.measured == pytest.approx(-90.3) and row.stderr == pytest.approx(sd)
     assert row.allowed == pytest.approx(0.1 + 2 * sd * math.sqrt(1 + 1 / 3)) and row.verdict == "pass" and "3 seeds" in row.noise  # a paper: one draw
+    # the mean is 0.3 short, beyond the 0.1 tolerance, and only the seeds' 0.46 allowance covers it: the pass says so
+    assert "only the seeds' spread (allowance 0.46) covers it" in row.why and "0.30 short" in row.why
+    close = [{**r, "metrics": {**r["metrics"], "test/iw_ll": r["metrics"]["test/iw_ll"] + 0.25}} for r in runs]  # mean -90.05: within the tolerance
+    (row_close,) = check(close, [seeds_ref])[0]
+    assert row_close.verdict == "pass" and row_close.why == ""
     (alone,) = check(runs[:1], [seeds_ref])[0]  # one seed: tolerance only
     assert alone.allowed == pytest.approx(0.1) and alone.verdict == "fail" and "1 seed" in alone.noise
     other = record(-95.0, run_id="latent 20, other lr")

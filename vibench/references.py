@@ -218,7 +218,9 @@ def _verdict(ref: Reference, record: dict[str, Any], measured: float, stderr: fl
 def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
     """``noise: seeds``: comparisons of runs that differ only in their seed become one, of their mean
     (``stderr`` is then the sd across seeds; allowance ``2 sd sqrt(1/n + 1/ref.seeds)``); groups
-    smaller than ``ref.min_seeds`` are not comparable."""
+    smaller than ``ref.min_seeds`` are not comparable. A pass whose mean falls short by more than
+    the tolerance, covered only by an allowance wider than the tolerance (two seeds far apart),
+    says so in ``why``."""
     import statistics
 
     from vibench.resume import record_config_group
@@ -243,7 +245,11 @@ def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
         allowance = 2 * sd * (1 / n + 1 / ref.seeds) ** 0.5
         noise = f"{n} seeds: 2 × sd {sd:.3f} × √(1/{n}+1/{ref.seeds})"
         runs = tuple(str(m.record.get("run_id")) for m in members)
-        out.append(_verdict(ref, members[0].record, statistics.fmean(values), sd, ref.tolerance + allowance, noise, runs))
+        row = _verdict(ref, members[0].record, statistics.fmean(values), sd, ref.tolerance + allowance, noise, runs)
+        if row.verdict == "pass" and row.difference < -ref.tolerance and allowance > ref.tolerance:
+            row.why = (f"the mean falls {-row.difference:.2f} short, more than the tolerance {ref.tolerance:g}, and only the seeds' spread "
+                       f"(allowance {allowance:.2f}) covers it: not shown to miss, not shown to agree; more seeds would tell")
+        out.append(row)
     return out
 
 
