@@ -61,7 +61,8 @@ def fake_run(folder, run_id, index, iw_ll, seed=0, latent=2, variant="v"):
     """A record and its per-point sidecar, as a run writes them."""
     values = {"index": np.asarray(index), "iw_ll": np.asarray(iw_ll, dtype=np.float64), "iw_ll_mc_var": np.full(len(index), 1e-4)}
     info = points.write(values, [folder], run_id, variant)
-    rec = {"run_id": run_id, "status": "completed", "created": run_id, "config": {"seed": seed, "latent": latent}, "metrics": {"test/iw_ll": float(np.mean(iw_ll))}, "per_point": info}
+    rec = {"run_id": run_id, "status": "completed", "created": run_id, "config": {"seed": seed, "latent": latent}, "metrics": {"test/iw_ll": float(np.mean(iw_ll))},
+           "per_point": info, "dataset": {"variant": variant}}
     (folder / f"{run_id}.json").write_text(json.dumps(rec))
 
 
@@ -95,6 +96,33 @@ def test_compare_on_different_points_says_so_and_does_not_pair(tmp_path, capsys)
     (row,) = json.loads(capsys.readouterr().out)
     assert row["kind"] == "unpaired points" and "different test points" in row["note"]
     assert row["difference"] == pytest.approx(1.0)
+
+
+def test_a_test_subset_is_paired_with_the_whole_split_on_the_points_they_share(tmp_path, capsys):
+    """A peek at a running model on 1,000 of the 10,000 test points (``dataset.test_subset=1000``)
+    against a finished run on all of them: the subset's points are harder than average, so the
+    unpaired difference of means is biased (0.18 here, its 95% interval missing 0.9). Paired on the shared
+    points, A − B is the known 0.9 with the paired standard error. compare once left them unpaired.
+    Overlapping indices of another dataset variant are never paired."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    hardness = np.where(np.arange(10_000) < 1000, -0.6, 0.6 / 9)  # the first 1,000 points are harder
+    base = -89 + hardness + 6 * standardized(rng, 10_000)
+    subset = np.arange(1000)
+    noise = 0.2 * standardized(rng, 1000)
+    fake_run(tmp_path / "a", "peek", subset, base[subset] + 0.9 + noise, variant="static")
+    fake_run(tmp_path / "b", "final", np.arange(10_000), base, variant="static")
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--json", "-"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["kind"] == "paired points" and row["n"] == 1000 and "paired on the 1000 test points both evaluated" in row["note"]
+    assert row["difference"] == pytest.approx(0.9, abs=1e-9) and row["stderr"] == pytest.approx(0.2 / math.sqrt(1000), rel=1e-9)
+    assert row["a"] - row["b"] == pytest.approx(0.9, abs=1e-9) and row["b"] == pytest.approx(float(base[:1000].mean()))
+    unpaired = unpaired_difference(base[subset] + 0.9 + noise, base)
+    assert unpaired.high < 0.9 and unpaired.difference == pytest.approx(0.18, abs=0.01)  # what the unpaired comparison said
+    fake_run(tmp_path / "c", "other_variant", np.arange(10_000), base, variant="dynamic")
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "c"), "--json", "-"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["kind"] == "unpaired points" and "different test points" in row["note"]
 
 
 def test_one_run_against_one_run_of_another_seed_is_compared_and_says_so(tmp_path, capsys):

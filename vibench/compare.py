@@ -6,8 +6,9 @@ sweep over ``latent=2,5`` gives one group per latent size). Groups with equal va
 a side with a single configuration is matched with every group of the other. For each matched
 pair and each seed both ran (or, for one run against one run, whatever their seeds), the
 difference of the test metric (``--metric``, default ``iw_ll``) is paired point by point when
-both runs were evaluated on the same test points (same ``per_point.test_index_hash``), else
-unpaired, and says so. With several seeds, an interval on
+both runs were evaluated on the same test points (same ``per_point.test_index_hash``), or on
+the points they share when their sets overlap (a run on ``dataset.test_subset`` against one on
+the whole split of the same dataset variant), else unpaired, and says so. With several seeds, an interval on
 the seed means follows (:mod:`vibench.paired`). Exit codes: 0 compared; 2 bad input or nothing
 to compare.
 """
@@ -18,6 +19,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from vibench import points
 from vibench.errors import VibenchError
@@ -48,10 +51,16 @@ def compare_runs(a: dict, b: dict, metric: str) -> dict:
     if pa is None or pb is None or metric not in pa or metric not in pb:
         missing = [r["run_id"] for r, p in ((a, pa), (b, pb)) if p is None or metric not in p]
         return {**row, "note": f"no per-point file for {', '.join(missing)}: no interval"}
-    same = a["per_point"]["test_index_hash"] == b["per_point"]["test_index_hash"]
-    if same:
-        diff = paired_difference(pa[metric], pb[metric], pa.get(f"{metric}_mc_var"), pb.get(f"{metric}_mc_var"))
-        return {**row, **diff.as_dict()}
+    var = f"{metric}_mc_var"
+    if a["per_point"]["test_index_hash"] == b["per_point"]["test_index_hash"]:
+        return {**row, **paired_difference(pa[metric], pb[metric], pa.get(var), pb.get(var)).as_dict()}
+    variant = lambda r: (r.get("dataset") or {}).get("variant")  # noqa: E731
+    common, ia, ib = np.intersect1d(pa["index"], pb["index"], assume_unique=True, return_indices=True)
+    if len(common) >= 2 and variant(a) == variant(b):  # e.g. a run on a test subset against one on the whole split
+        cut = lambda p, i: None if p.get(var) is None else p[var][i]  # noqa: E731
+        diff = paired_difference(pa[metric][ia], pb[metric][ib], cut(pa, ia), cut(pb, ib))
+        note = f"paired on the {len(common)} test points both evaluated (A has {len(pa['index'])}, B {len(pb['index'])}); A and B are the means on them"
+        return {**row, "a": float(pa[metric][ia].mean()), "b": float(pb[metric][ib].mean()), **diff.as_dict(), "note": note}
     return {**row, **unpaired_difference(pa[metric], pb[metric]).as_dict(), "note": "different test points: unpaired"}
 
 
