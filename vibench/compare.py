@@ -8,9 +8,9 @@ pair and each seed both ran (or, for one run against one run, whatever their see
 difference of the test metric (``--metric``, default ``iw_ll``) is paired point by point when
 both runs were evaluated on the same test points (same ``per_point.test_index_hash``), or on
 the points they share when their sets overlap (a run on ``dataset.test_subset`` against one on
-the whole split of the same dataset variant), else unpaired, and says so. With several seeds, an interval on
-the seed means follows (:mod:`vibench.paired`). Exit codes: 0 compared; 2 bad input or nothing
-to compare.
+the whole split of the same dataset variant), else unpaired, and says so. With several seeds,
+an interval on the seed means follows (:mod:`vibench.paired`). Exit codes: 0 compared; 2 bad
+input or nothing to compare.
 """
 
 from __future__ import annotations
