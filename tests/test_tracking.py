@@ -109,15 +109,16 @@ def test_every_epoch_is_in_epochs_jsonl_before_its_checkpoint(compose_cfg, tmp_p
 
 
 def test_epochs_jsonl_fills_the_epochs_the_logger_lost(tmp_path):
-    """A CSV log that lacks epoch 1 (killed before it was written) and an epochs.jsonl that has it,
-    ending in a line cut short by a kill: the curve has every epoch, the later row of an epoch wins."""
+    """A run begun before epochs.jsonl existed, resumed at epoch 1 by a version that writes it: its
+    CSV log lacks epoch 1 (killed before it was written), epochs.jsonl has it, and ends in a line
+    cut short by a kill. The curve has every epoch; the later row of an epoch wins."""
     from vibench.curves import epoch_curve, history, missing_epochs
 
     log = tmp_path / "csv" / "version_0" / "metrics.csv"
     log.parent.mkdir(parents=True)
     log.write_text("epoch,step,val/elbo,train/elbo_epoch\n0,9,-120.5,-130.0\n2,29,-110.0,-111.0\n")
     (tmp_path / "epochs.jsonl").write_text(
-        '{"epoch": 0, "step": 9, "val/elbo": -120.5}\n{"epoch": 1, "step": 19, "val/elbo": -116.0}\n'
+        '{"epoch": 1, "step": 19, "val/elbo": -116.0}\n'
         '{"epoch": 1, "step": 19, "val/elbo": -115.0, "train/elbo_epoch": -117.0}\n{"epoch": 2, "st')
     curve = epoch_curve(history(tmp_path))
     assert missing_epochs(curve) == [] and [r["epoch"] for r in curve] == [0, 1, 2]
@@ -138,6 +139,40 @@ def test_the_tested_model_is_found_on_the_validation_curve(tmp_path):
     assert max(curve, key=lambda r: r["val/elbo"])["epoch"] + 1 == 370
     (tmp_path / "record.json").write_text(json.dumps({"status": "interrupted", "evaluated_checkpoint": None}))
     assert tested_point(tmp_path, curve) is None and tested_point(tmp_path / "nothing", curve) is None
+
+
+def test_a_fresh_run_in_a_reused_folder_moves_the_old_epochs_jsonl_aside(compose_cfg, tmp_path):
+    """Two runs from scratch in one folder (resume=null): the second's epochs.jsonl holds its own
+    two epochs only, the first's three are kept beside it as epochs.jsonl-previous; the curve is
+    the second run's, read from epochs.jsonl alone (it begins at epoch 0)."""
+    from vibench.curves import epoch_curve, history
+    from vibench.epoch_log import read
+    from vibench.run import run
+
+    common = ("iw_samples=20", "logger=csv", "images=false", "resume=null")
+    run(compose_cfg("trainer.max_epochs=3", *common))
+    first = read(tmp_path / "out" / "epochs.jsonl")
+    run(compose_cfg("trainer.max_epochs=2", "seed=1", *common, f"results_dir={tmp_path / 'runs2'}"))
+    rec = json.loads(next((tmp_path / "runs2").glob("*.json")).read_text())
+    assert read(tmp_path / "out" / "epochs.jsonl-previous") == first and sorted({r["epoch"] for r in first}) == [0, 1, 2]
+    curve = epoch_curve(history(tmp_path / "out"))
+    assert [r["epoch"] for r in curve] == [0, 1] and curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-6)
+
+
+def test_an_epochs_jsonl_from_epoch_0_is_read_alone(tmp_path):
+    """A run's epochs.jsonl that begins at epoch 0 holds every epoch: curves reads it without
+    W&B's file (about a minute for a 3,000-epoch run; here a file that would not parse). One that
+    begins later (a run begun before the file existed) is read after the logger's rows."""
+    from vibench.curves import epoch_curve, history
+
+    bad = tmp_path / "wandb" / "offline-run-1" / "run-1.wandb"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a W&B file")
+    (tmp_path / "epochs.jsonl").write_text('{"epoch": 0, "step": 9, "val/elbo": -120.5}\n{"epoch": 1, "step": 19, "val/elbo": -115.0}\n')
+    assert [r["val/elbo"] for r in epoch_curve(history(tmp_path))] == [-120.5, -115.0]
+    (tmp_path / "epochs.jsonl").write_text('{"epoch": 1, "step": 19, "val/elbo": -115.0}\n')
+    with pytest.raises(ValueError, match="not a W&B run file"):
+        history(tmp_path)
 
 
 def test_curves_name_the_epochs_a_run_s_logs_lack():

@@ -87,17 +87,21 @@ def csv_segment(log: Path) -> tuple[str, int]:
 
 
 def history(run_dir: Path) -> list[dict]:
-    """A run folder's logged rows: W&B's offline run file if there is one, else Lightning's CSV log;
-    then the rows of ``epochs.jsonl`` (:mod:`vibench.epoch_log`), which fill the epochs those lost
-    to a kill (runs from before it have none)."""
+    """A run folder's logged rows: its ``epochs.jsonl`` (:mod:`vibench.epoch_log`) alone when that
+    begins at epoch 0 (it then holds every epoch, and reading W&B's file takes about a minute for
+    3,000 epochs); else W&B's offline run file if there is one, or Lightning's CSV log, followed by
+    the rows of ``epochs.jsonl``, which fill the epochs those lost to a kill."""
+    own = run_dir / epoch_log.FILE_NAME
+    own_rows = epoch_log.read(own) if own.is_file() else []
+    if own_rows and own_rows[0].get("epoch") == 0:
+        return own_rows
     rows = []
     runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
     if runs:
         rows = [row for run in runs for row in wandb_history(run)]
     elif logs := sorted(run_dir.rglob("metrics.csv"), key=csv_segment):
         rows = [row for log in logs for row in csv_history(log)]
-    if (own := run_dir / epoch_log.FILE_NAME).is_file():
-        rows += epoch_log.read(own)
+    rows += own_rows
     if not rows and not own.is_file():
         raise FileNotFoundError(f"{run_dir} holds no {epoch_log.FILE_NAME}, no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Is it a run's output folder?")
     return rows

@@ -9,8 +9,11 @@ W&B's file, and the resumed run starts at the next epoch: the epoch is gone from
 logged at the validation's end; the training epoch means, logged in the module's
 ``on_train_epoch_end``) to ``epochs.jsonl`` in the run folder, flushed and ``fsync``-ed before
 ``log_metrics`` returns. Both rows are logged before Lightning's ``on_train_epoch_end`` checkpoint
-save, so every epoch a checkpoint holds is in the file. :mod:`vibench.curves` reads it after W&B's
-or the CSV log, filling the epochs they lack.
+save, so every epoch a checkpoint holds is in the file. A resumed run appends to it; a run that
+starts from its first epoch in a folder that holds one (a reused ``hydra.run.dir``) moves the old
+file aside (``epochs.jsonl-previous``). So a file that begins at epoch 0 holds its run's every
+epoch, and :mod:`vibench.curves` reads it alone; otherwise (a run begun before this file existed)
+it reads W&B's or the CSV log first and fills the epochs they lack from it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class EpochLog(Logger):
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
+        self._first = True
 
     @property
     def name(self) -> str:
@@ -53,6 +57,13 @@ class EpochLog(Logger):
         if "epoch" not in metrics or not any(k in metrics for k in EPOCH_KEYS):
             return
         row = {"epoch": int(metrics["epoch"]), "step": step, **{k: float(metrics[k]) for k in EPOCH_KEYS if k in metrics}}
+        if self._first and row["epoch"] == 0 and self.path.exists():
+            # this run trains from its first epoch: the file is an earlier run's in a reused folder (a resumed
+            # run's first row is a later epoch). Kept, renamed, as resume.move_aside does with its checkpoints.
+            from vibench.resume import move_aside
+
+            move_aside(self.path, "previous")
+        self._first = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
