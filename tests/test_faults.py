@@ -51,7 +51,7 @@ def train_cmd(tmp_path, out, runs, *extra, logger="none"):
 
 def epoch_means(out) -> dict[int, float]:
     """``{epoch: train/elbo_epoch}`` of a run folder's learning curve, as ``vibench.curves`` reads it."""
-    from vibench.curves import epoch_curve, history
+    from vibench.run_logs import epoch_curve, history
 
     return {row["epoch"]: row["train/elbo_epoch"] for row in epoch_curve(history(out)) if "train/elbo_epoch" in row}
 

@@ -50,12 +50,13 @@ def test_online_failure_can_fall_back_to_offline(tmp_path):
 
 
 @pytest.mark.parametrize("logger", ["wandb", "csv"])
-def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logger):
+def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logger, capsys):
     """The curve read from W&B's offline run file (or the CSV log) has one row per epoch, and its
     last validation ELBO is the one in the record."""
     import json
 
-    from vibench.curves import epoch_curve, history, main as curves_main, tested_point
+    from vibench.curves import main as curves_main, tested_point
+    from vibench.run_logs import epoch_curve, history
     from vibench.run import run
 
     run(compose_cfg("trainer.max_epochs=3", "iw_samples=20", f"logger={logger}", "images=false", "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=0.1"))
@@ -66,6 +67,8 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
     assert tested_point(tmp_path / "out", curve) == (3, curve[-1]["val/elbo"], "tested: the last epoch, epoch 3")  # the circle on the figure
     assert curves_main([str(tmp_path / "out"), "--out", str(tmp_path / "c")]) == 0
+    best = max(range(3), key=lambda e: curve[e]["val/elbo"])  # the one-line summary names the best and the last validation ELBO
+    assert f"3 epochs; validation ELBO best {curve[best]['val/elbo']:.2f} at epoch {best + 1}, last {curve[2]['val/elbo']:.2f}" in capsys.readouterr().out
     assert (tmp_path / "c" / "curve.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c" / "curve.csv").read_text().startswith("epoch,step,val/elbo")
     # two runs side by side: a CSV for each (the same rows as alone) and one figure
     assert curves_main([str(tmp_path / "out"), str(tmp_path / "out"), "--out", str(tmp_path / "both"), "--labels", "a", "b"]) == 0
@@ -82,7 +85,7 @@ def test_every_epoch_is_in_epochs_jsonl_before_its_checkpoint(compose_cfg, tmp_p
     end, the file already holds that epoch's validation ELBO and training means, with the values
     the run logged and recorded (also with logger=none)."""
     from vibench import faults
-    from vibench.curves import epoch_curve, history
+    from vibench.run_logs import epoch_curve, history
     from vibench.epoch_log import read
     from vibench.run import run
 
@@ -102,7 +105,7 @@ def test_every_epoch_is_in_epochs_jsonl_before_its_checkpoint(compose_cfg, tmp_p
     curve = epoch_curve(history(tmp_path / "out"))
     assert [r["epoch"] for r in curve] == [0, 1, 2] and curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-6)
     if logger == "wandb":  # the same values as W&B's file
-        from vibench.curves import wandb_history
+        from vibench.run_logs import wandb_history
 
         (wandb_file,) = (tmp_path / "out").glob("wandb/offline-run-*/run-*.wandb")
         assert epoch_curve(wandb_history(wandb_file)) == epoch_curve(read(tmp_path / "out" / "epochs.jsonl"))
@@ -112,7 +115,8 @@ def test_epochs_jsonl_fills_the_epochs_the_logger_lost(tmp_path):
     """A run begun before epochs.jsonl existed, resumed at epoch 1 by a version that writes it: its
     CSV log lacks epoch 1 (killed before it was written), epochs.jsonl has it, and ends in a line
     cut short by a kill. The curve has every epoch; the later row of an epoch wins."""
-    from vibench.curves import epoch_curve, history, missing_epochs
+    from vibench.curves import missing_epochs
+    from vibench.run_logs import epoch_curve, history
 
     log = tmp_path / "csv" / "version_0" / "metrics.csv"
     log.parent.mkdir(parents=True)
@@ -145,7 +149,7 @@ def test_a_fresh_run_in_a_reused_folder_moves_the_old_epochs_jsonl_aside(compose
     """Two runs from scratch in one folder (resume=null): the second's epochs.jsonl holds its own
     two epochs only, the first's three are kept beside it as epochs.jsonl-previous; the curve is
     the second run's, read from epochs.jsonl alone (it begins at epoch 0)."""
-    from vibench.curves import epoch_curve, history
+    from vibench.run_logs import epoch_curve, history
     from vibench.epoch_log import read
     from vibench.run import run
 
@@ -163,7 +167,7 @@ def test_an_epochs_jsonl_from_epoch_0_is_read_alone(tmp_path):
     """A run's epochs.jsonl that begins at epoch 0 holds every epoch: curves reads it without
     W&B's file (about a minute for a 3,000-epoch run; here a file that would not parse). One that
     begins later (a run begun before the file existed) is read after the logger's rows."""
-    from vibench.curves import epoch_curve, history
+    from vibench.run_logs import epoch_curve, history
 
     bad = tmp_path / "wandb" / "offline-run-1" / "run-1.wandb"
     bad.parent.mkdir(parents=True)
@@ -216,7 +220,7 @@ def test_learning_curve_of_a_resumed_run_holds_every_segment(compose_cfg, tmp_pa
     """A run continued with resume=PATH logs its second segment into a new W&B run file or CSV
     version: the curve joins them, epochs 0-3 with each segment's own values (the CSV reader once
     read the last version alone, epochs 2-3)."""
-    from vibench.curves import epoch_curve, history
+    from vibench.run_logs import epoch_curve, history
     from vibench.run import run
 
     common = ("iw_samples=20", f"logger={logger}", "images=false")

@@ -3,16 +3,14 @@
 One run: its learning curve. Several runs (``--out DIR``, optionally ``--labels ...``): their
 validation ELBOs in one figure.
 
-Reads the epoch-level history that a run logged (W&B's offline run file, or Lightning's CSV log,
-then vibench's own ``epochs.jsonl``, which holds every epoch a checkpoint holds) from the run's
-output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
+Reads the epoch-level history that a run logged (:mod:`vibench.run_logs`: ``epochs.jsonl``, which
+holds every epoch a checkpoint holds, W&B's offline run file or Lightning's CSV log) from the
+run's output folder, and writes ``curve.csv`` (one row per epoch: epoch, step, and every
 epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and ``curve.png``.
 Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
 validation (solid) and training (dashed) ELBOs against the epoch, one colour per run. A circle
 marks the model a finished run tested (the best validation epoch or the last; from the
-``record.json`` in its folder).
-Works offline: W&B's run file is read directly (a LevelDB-style log of protobuf records, the
-format W&B's own ``wandb sync`` uploads), so no W&B account or network is needed.
+``record.json`` in its folder). Works offline: no W&B account or network is needed.
 """
 
 from __future__ import annotations
@@ -20,103 +18,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import struct
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-from vibench import epoch_log
 from vibench.epoch_log import EPOCH_KEYS
-
-_BLOCK, _HEADER = 32768, 7  # W&B's run file: 32 KiB blocks of records, each with a 7-byte header
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> list[bytes]:
-    """The raw records of a W&B run file (``run-*.wandb``): a 7-byte file header (``:W&B``, magic,
-    version), then records of ``crc32 (4) | length (2) | type (1) | data``, split across 32 KiB
-    blocks as FIRST/MIDDLE/LAST pieces, blocks padded when fewer than 7 bytes remain."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B run file")
-    records, pos, pending = [], _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if length == 0 and kind == 0:  # zero padding up to the block's end
-            pos += left
-            continue
-        piece, pos = data[pos + _HEADER:pos + _HEADER + length], pos + _HEADER + length
-        if kind == _FULL:
-            records.append(piece)
-        elif kind == _FIRST:
-            pending = piece
-        elif kind == _MIDDLE:
-            pending += piece
-        elif kind == _LAST:
-            records.append(pending + piece)
-    return records
-
-
-def wandb_history(path: Path) -> list[dict]:
-    """The history rows (``wandb.log`` calls) of a W&B run file, values decoded from JSON."""
-    from wandb.proto import wandb_internal_pb2
-
-    rows = []
-    for raw in wandb_records(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item})
-    return rows
-
-
-def csv_history(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-def csv_segment(log: Path) -> tuple[str, int]:
-    """``(folder, N)`` of Lightning's ``csv/version_N/metrics.csv``: one per segment of a resumed run,
-    sorted in the order they ran (``version_10`` after ``version_9``)."""
-    n = log.parent.name.rpartition("_")[2]
-    return str(log.parent.parent), int(n) if n.isdigit() else -1
-
-
-def history(run_dir: Path) -> list[dict]:
-    """A run folder's logged rows: its ``epochs.jsonl`` (:mod:`vibench.epoch_log`) alone when that
-    begins at epoch 0 (it then holds every epoch, and reading W&B's file takes about a minute for
-    3,000 epochs); else W&B's offline run file if there is one, or Lightning's CSV log, followed by
-    the rows of ``epochs.jsonl``, which fill the epochs those lost to a kill."""
-    own = run_dir / epoch_log.FILE_NAME
-    own_rows = epoch_log.read(own) if own.is_file() else []
-    if own_rows and own_rows[0].get("epoch") == 0:
-        return own_rows
-    rows = []
-    runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
-    if runs:
-        rows = [row for run in runs for row in wandb_history(run)]
-    elif logs := sorted(run_dir.rglob("metrics.csv"), key=csv_segment):
-        rows = [row for log in logs for row in csv_history(log)]
-    rows += own_rows
-    if not rows and not own.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no {epoch_log.FILE_NAME}, no W&B run file (wandb/offline-run-*/run-*.wandb) and no Lightning CSV log (metrics.csv). Is it a run's output folder?")
-    return rows
-
-
-def epoch_curve(rows: list[dict]) -> list[dict]:
-    """One row per epoch with the epoch-level metrics logged for it (later values win)."""
-    by_epoch: dict[int, dict] = defaultdict(dict)
-    for row in rows:
-        if "epoch" not in row or not any(k in row for k in EPOCH_KEYS):
-            continue
-        epoch = int(row["epoch"])
-        by_epoch[epoch].update({k: row[k] for k in EPOCH_KEYS if k in row})
-        by_epoch[epoch].setdefault("step", row.get("trainer/global_step", row.get("step")))
-    return [{"epoch": e, **v} for e, v in sorted(by_epoch.items())]
+from vibench.run_logs import epoch_curve, history
 
 
 def missing_epochs(curve: list[dict]) -> list[int]:
@@ -133,6 +39,16 @@ def gap_message(label: str, curve: list[dict]) -> str | None:
         return None
     shown = ", ".join(map(str, gaps[:10])) + (f" and {len(gaps) - 10} more" if len(gaps) > 10 else "")
     return f"curves: {label}'s logs lack epoch{'s' if len(gaps) > 1 else ''} {shown}; the curve joins its neighbours there"
+
+
+def summary(curve: list[dict]) -> str:
+    """``3280 epochs; validation ELBO best -97.73 at epoch 400, last -98.95``: the curve in a line
+    (epochs counted as trained, the x of the figure)."""
+    val = [(r["epoch"] + 1, r["val/elbo"]) for r in curve if "val/elbo" in r]
+    if not val:
+        return f"{len(curve)} epochs; no validation ELBO"
+    best = max(val, key=lambda p: p[1])
+    return f"{len(curve)} epochs; validation ELBO best {best[1]:.2f} at epoch {best[0]}, last {val[-1][1]:.2f}"
 
 
 def tested_point(run_dir: Path, curve: list[dict]) -> tuple[int, float, str] | None:
@@ -271,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(curves) == 1:
         ((_, curve),) = curves.items()
         paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0], tested[labels[0]])
-        print(f"curves: {len(curve)} epochs -> {paths[0]}, {paths[1]}")
+        print(f"curves: {summary(curve)} -> {paths[0]}, {paths[1]}")
         return 0
     png = write_comparison(curves, Path(args.out), args.title or " vs ".join(labels), tested)
-    print(f"curves: {', '.join(f'{k} ({len(v)} epochs)' for k, v in curves.items())} -> {png}")
+    for label, curve in curves.items():
+        print(f"curves: {label}: {summary(curve)}")
+    print(f"curves: -> {png}")
     return 0
 
 
