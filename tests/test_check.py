@@ -258,4 +258,4 @@ def test_committed_iwae_records_keep_their_verdicts():
     assert [(r.run_label, r.verdict, round(r.difference, 3), len(r.runs)) for r in rows] == [
         ("20261123-155304-3716a6", "fail", -2.029, 0), ("20261123-184309-4cf163", "pass", 0.193, 0)]
     ablation = [read_record(p) for p in sorted((folder / "ablation").glob("*.json"))]
-    assert len(ablation) == 7 and check(ablation, [anchor])[0] == []
+    assert len(ablation) == 9 and check(ablation, [anchor])[0] == []
