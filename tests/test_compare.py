@@ -181,3 +181,27 @@ def test_of_two_records_of_one_seed_the_later_is_compared_even_within_a_second()
     flat = {"latent": 2, "seed": 0}
     for order in ([earlier, later], [later, earlier]):
         assert groups(order, [flat, flat], ["latent"]) == {(2,): {0: later}}
+
+
+def test_compare_runs_pairs_records_read_with_read_record():
+    """compare_runs on two records read with ``read_record`` (as a script does) pairs their points:
+    A − B is 0.7 exactly. It once answered "no per-point file" for them, since only
+    ``collect_records`` said where a record came from; a record without that now raises."""
+    import tempfile
+    from pathlib import Path
+
+    from vibench.compare import compare_runs
+    from vibench.records import read_record
+
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        base = -90 + np.linspace(-3, 3, 200)
+        fake_run(folder, "a", np.arange(200), base + 0.7)
+        fake_run(folder, "b", np.arange(200), base)
+        a, b = read_record(folder / "a.json"), read_record(folder / "b.json")
+        row = compare_runs(a, b, "iw_ll")
+        assert row["kind"] == "paired points" and row["n"] == 200
+        assert row["difference"] == pytest.approx(0.7, abs=1e-9) and row["stderr"] == pytest.approx(0.0, abs=1e-9)
+        del a["_path"]
+        with pytest.raises(ValueError, match="read it with vibench.records.read_record"):
+            compare_runs(a, b, "iw_ll")

@@ -63,10 +63,14 @@ def write(values: dict[str, np.ndarray], folders: list[Path], run_id: str, varia
 
 def read(record: dict) -> dict[str, np.ndarray] | None:
     """A record's per-point values (``index`` and its keys), or ``None`` when it has no sidecar
-    (older records) or the file is missing. ``record["_path"]`` is where the record was read from."""
+    (older records) or the file is missing. ``record["_path"]`` is where the record was read from
+    (``vibench.records.read_record`` sets it); a record with a sidecar and no ``_path`` is an error,
+    not "no file"."""
     info = record.get("per_point")
-    if not info or "_path" not in record:
+    if not info:
         return None
+    if "_path" not in record:
+        raise ValueError(f"record {record.get('run_id')} has no _path, so its per-point file {info['file']} cannot be found: read it with vibench.records.read_record.")
     path = Path(record["_path"]).parent / info["file"]
     if not path.is_file():
         return None

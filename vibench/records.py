@@ -93,8 +93,12 @@ def write_record(record: dict[str, Any], results_dir: str | Path, job_dir: str |
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """The record in ``path``, with ``_path`` set to that file (where its per-point file is found)."""
     with open(path) as f:
-        return json.load(f)
+        record = json.load(f)
+    if isinstance(record, dict):
+        record["_path"] = str(path)
+    return record
 
 
 def now() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vibench.compare import compare_runs
 from vibench.paired import seed_interval
-from vibench.selection import collect_records
+from vibench.records import read_record
 
 HERE = Path(__file__).resolve().parent
 CONTROL = {0: "20261124-015142-da039a", 1: "20261124-072505-75098a", 2: "20261124-080119-dea1b4"}
@@ -21,8 +21,8 @@ OUTPUT_BIAS = {0: "20261124-042452-0d0e06", 1: "20261124-111643-081b1c", 2: "202
 
 
 def main() -> None:
-    control = {s: collect_records([str(HERE / f"{run}.json")])[0] for s, run in CONTROL.items()}
-    bias = {s: collect_records([str(HERE / f"{run}.json")])[0] for s, run in OUTPUT_BIAS.items()}
+    control = {s: read_record(HERE / f"{run}.json") for s, run in CONTROL.items()}
+    bias = {s: read_record(HERE / f"{run}.json") for s, run in OUTPUT_BIAS.items()}
     for seed in sorted(control):
         row = compare_runs(bias[seed], control[seed], "iw_ll")
         assert row["kind"] == "paired points" and row["n"] == 1000, row
