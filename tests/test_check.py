@@ -259,3 +259,24 @@ def test_committed_iwae_records_keep_their_verdicts():
         ("20261123-155304-3716a6", "fail", -2.029, 0), ("20261123-184309-4cf163", "pass", 0.193, 0)]
     ablation = [read_record(p) for p in sorted((folder / "ablation").glob("*.json"))]
     assert len(ablation) == 9 and check(ablation, [anchor])[0] == []
+
+
+def test_a_record_that_matches_nothing_is_told_its_nearest_reference(tmp_path, capsys):
+    """A run of an anchor's protocol on a test subset matches no reference; check names the
+    reference it would be compared with and the key that stops it (test_subset: 1000 against
+    none), in the table and in --json. A run that differs in many keys gets no such line."""
+    from vibench.references import nearest
+
+    ref = Reference(**{**REF.__dict__, "match": {**REF.match, "test_subset": None}})
+    registry = tmp_path / "refs.yaml"
+    registry.write_text(json.dumps({"references": [dict(ref.__dict__)]}))
+    sub = record(-90.2, run_id="subset", config={**record(0)["config"], "dataset": {"test_subset": 1000, "train_subset": None, "batch_size": 100}})
+    (tmp_path / "sub.json").write_text(json.dumps(sub))
+    assert check_main([str(tmp_path / "sub.json"), "--references", str(registry)]) == 0
+    out = capsys.readouterr().out
+    assert "subset: nearest reference toy" in out and "test_subset: run 1000, reference None" in out
+    assert check_main([str(tmp_path / "sub.json"), "--references", str(registry), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["unmatched"] == ["subset"] and report["nearest"]["subset"] == {"reference": "toy", "differs": {"test_subset": {"run": 1000, "reference": None}}}
+    far = record(-90.2, iw_samples=100, dataset={"variant": "dynamic"}, config={**record(0)["config"], "latent": 2, "dataset": {"test_subset": 50}})
+    assert nearest(far, [ref]) is None and nearest(record(-90.2), [ref]) is None  # differs in 4 keys; matches (nothing to explain)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from vibench.errors import VibenchError
-from vibench.references import check, load_references
+from vibench.references import check, load_references, nearest
 from vibench.selection import collect_records
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "results" / "references.yaml"
@@ -41,16 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     rows, unmatched = check(records, references)
     failed = [r for r in rows if r.verdict == "fail"]
     missing = [rid for rid in args.require if not any(r.reference.id == rid and r.verdict == "pass" for r in rows)]
+    near = {r["run_id"]: n for r in unmatched if (n := nearest(r, references)) is not None}
     if args.json:
-        print(json.dumps({"comparisons": [r.as_dict() for r in rows], "unmatched": [r["run_id"] for r in unmatched], "regressions": len(failed), "missing_required": missing}, indent=2))
+        near_json = {run: {"reference": ref.id, "differs": {k: {"run": a, "reference": b} for k, (a, b) in d.items()}} for run, (ref, d) in near.items()}
+        print(json.dumps({"comparisons": [r.as_dict() for r in rows], "unmatched": [r["run_id"] for r in unmatched], "nearest": near_json,
+                          "regressions": len(failed), "missing_required": missing}, indent=2, default=str))
     else:
-        print_table(rows, unmatched, len(records))
+        print_table(rows, unmatched, len(records), near)
     if missing:
         print_error(f"required reference(s) not passed: {', '.join(missing)} (no matching completed record, or it failed).")
     return 1 if failed or missing else 0
 
 
-def print_table(rows, unmatched, n_records: int) -> None:
+def print_table(rows, unmatched, n_records: int, near: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -67,6 +70,9 @@ def print_table(rows, unmatched, n_records: int) -> None:
     console.print(table)
     if unmatched:
         console.print(f"{len(unmatched)} record(s) match no reference: {', '.join(r['run_id'] for r in unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}")
+        for run, (ref, differs) in list((near or {}).items())[:8]:
+            why = "; ".join(f"{k}: run {a!r}, reference {b!r}" for k, (a, b) in differs.items())
+            console.print(f"  {run}: nearest reference {ref.id}, compared only when these match: {why}")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,17 @@ def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
     return out
 
 
+def nearest(record: dict[str, Any], references: list[Reference], most: int = 3) -> tuple[Reference, dict[str, tuple[Any, Any]]] | None:
+    """The reference whose ``match`` the record misses in the fewest keys (at most ``most``), with
+    those keys as ``{key: (run's value, reference's value)}``: why a run of a preset, changed in a
+    key or two (a test subset, another seed), is compared with nothing. ``None`` when every
+    reference differs in more keys (the run was never meant to be compared)."""
+    keys = record_keys(record)
+    misses = [(ref, {k: (keys.get(k), v) for k, v in ref.match.items() if keys.get(k) != v}) for ref in references]
+    misses = [(ref, d) for ref, d in misses if 0 < len(d) <= most]
+    return min(misses, key=lambda m: len(m[1]), default=None)
+
+
 def check(records: list[dict[str, Any]], references: list[Reference]) -> tuple[list[Comparison], list[dict[str, Any]]]:
     """All comparisons of comparable (record, reference) pairs, plus the records that matched no reference.
 
