@@ -215,6 +215,29 @@ def test_elbo_axis_keeps_a_late_fall_in_view_and_cuts_the_first_epochs():
     assert high >= -88.1
 
 
+def test_comparison_legend_names_each_run_once_beside_the_axes(tmp_path, monkeypatch):
+    """Four runs made a legend of ten entries (each run's validation and training curve, two
+    circles) on the axes, where it hid a run's curves (the IWAE seeds figure). Now each run's colour
+    is named once, the two line styles once, and the legend sits right of the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vibench.curves import write_comparison
+
+    saved = {}
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: saved.setdefault("fig", fig))
+    curve = [{"epoch": e, "val/elbo": -100.0 + e, "train/elbo_epoch": -99.0 + e} for e in range(5)]
+    train_only = [{"epoch": e, "train/elbo_epoch": -99.0 + e} for e in range(5)]
+    write_comparison({"a": curve, "b": curve, "c": train_only}, tmp_path, "t", {"a": (5, -96.0, "tested: the last epoch, epoch 5"), "b": None})
+    ax = saved["fig"].axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "a: tested: the last epoch, epoch 5", "b", "c", "validation", "training"]
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # right of the axes
+    assert [line.get_linestyle() for line in legend.get_lines()][-2:] == ["-", "--"]
+
+
 @pytest.mark.parametrize("logger", ["wandb", "csv"])
 def test_learning_curve_of_a_resumed_run_holds_every_segment(compose_cfg, tmp_path, logger):
     """A run continued with resume=PATH logs its second segment into a new W&B run file or CSV

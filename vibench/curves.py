@@ -131,25 +131,31 @@ def write(curve: list[dict], out: Path, title: str, tested: tuple[int, float, st
 
 def write_comparison(curves: dict[str, list[dict]], out: Path, title: str, tested: dict[str, tuple[int, float, str] | None] | None = None) -> Path:
     """``curve-<label>.csv`` per run and ``compare.png``: validation (solid) and training (dashed)
-    ELBO of every run against the epoch, and a circle on the model each finished run tested."""
+    ELBO of every run against the epoch, and a circle on the model each finished run tested. The
+    legend, beside the axes, names each run's colour once and the two line styles once."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.lines import Line2D
+
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
     values = []  # one list per curve
     for (label, curve), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         write_csv(curve, out / f"curve-{label}.csv")
-        for key, style, what in (("val/elbo", "-", "validation"), ("train/elbo_epoch", "--", "training")):
+        for key, style in (("val/elbo", "-"), ("train/elbo_epoch", "--")):
             points = [(r["epoch"] + 1, r[key]) for r in curve if key in r]
-            if points:
-                ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=f"{label}: {what}")
+            if points:  # a run's colour is named once, on its validation curve (or its training one, if that is all it has)
+                named = style == "-" or not any("val/elbo" in r for r in curve)
+                ax.plot(*zip(*points), ls=style, color=colour, lw=1.0, label=label if named else None)
                 values.append([v for _, v in points])
         mark_tested(ax, (tested or {}).get(label), colour, f"{label}: ")
     elbo_axes(ax, *values)
-    ax.legend(loc="best", fontsize=8)
+    styles = [Line2D([], [], color="black", lw=1.0, ls="-", label="validation"), Line2D([], [], color="black", lw=1.0, ls="--", label="training")]
+    # beside the axes, not on them: with several runs the legend would hide a curve
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + styles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "compare.png")
