@@ -157,6 +157,35 @@ def test_evaluate_a_checkpoint_without_training(compose_cfg, tmp_path):
     assert rec["metrics"]["test/iw_ll"] == pytest.approx(first["metrics"]["test/iw_ll"], abs=0.05)
 
 
+def test_evaluate_refuses_settings_of_another_model_and_allows_how_it_is_tested(compose_cfg, tmp_path):
+    """evaluate= once loaded any checkpoint whose weights fit, under whatever settings the command
+    gave: a code-variant IWAE checkpoint tested under the preset's settings got a record calling it
+    the preset, and vibench.check compared it as one. Now a setting that describes the model
+    (optimizer, seed, training subset) must be the checkpoint's, refused before testing with the
+    keys named; how it is tested (K, test subset and its seed, the training length) may differ."""
+    from vibench.errors import ConfigError
+
+    run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false", "dataset.train_subset=600", "seed=3"))
+    given = (f"evaluate={tmp_path / 'out'}", f"output_dir={tmp_path / 'eval'}", f"results_dir={tmp_path / 'runs2'}", "logger=none", "images=false", "dataset.train_subset=600")
+    with pytest.raises(ConfigError, match=r"optimizer.lr: 0.001 -> 0.002.*trained -> this command"):
+        run(compose_cfg(*given, "seed=3", "optimizer.lr=0.002"))
+    with pytest.raises(ConfigError, match=r"seed: 3 -> 0"):
+        run(compose_cfg(*given))
+    with pytest.raises(ConfigError, match=r"dataset.subset_seed: 3 -> 5"):  # it drew the 600 training images
+        run(compose_cfg(*given, "seed=3", "dataset.subset_seed=5"))
+    assert not (tmp_path / "runs2").exists() or not list((tmp_path / "runs2").glob("*.json"))  # refused before testing
+    run(compose_cfg(*given, "seed=3", "iw_samples=50", "dataset.test_subset=40", "trainer.max_epochs=30", "eval.repeats=2"))
+    rec = only_record(tmp_path / "runs2")
+    assert rec["evaluated_checkpoint"]["select"] == "given" and rec["epochs"] == 1 and rec["metrics"]["test/n"] == 40
+
+
+def test_evaluate_allows_another_test_subset_seed_when_no_training_subset_was_drawn(compose_cfg, tmp_path):
+    run(compose_cfg("trainer.max_epochs=1", "iw_samples=20", "logger=none", "images=false"))
+    run(compose_cfg(f"evaluate={tmp_path / 'out'}", f"output_dir={tmp_path / 'eval'}", f"results_dir={tmp_path / 'runs2'}", "logger=none", "images=false",
+                    "iw_samples=20", "dataset.test_subset=30", "dataset.subset_seed=7"))
+    assert only_record(tmp_path / "runs2")["metrics"]["test/n"] == 30
+
+
 def test_every_record_has_a_per_point_sidecar_naming_its_test_points(compose_cfg, tmp_path):
     """The sidecar holds each test point once, by its row in the full test split, with the values
     whose means the record reports; a random test subset names its own rows and hashes differently."""

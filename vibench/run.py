@@ -115,6 +115,8 @@ def prepare(cfg: DictConfig) -> Plan:
     group = config_group(result_config(OmegaConf.to_container(cfg, resolve=False)))  # seed-derived values still read ${seed}
     # A run that tests a given checkpoint trains nothing: nothing to resume or move aside.
     resume_from, resume_note = find_resume_checkpoint(cfg.resume if given is None else None, output_dir, result_cfg)
+    if given is not None:
+        resume_note = tested_model.check_same_model(given, result_cfg, "evaluate" if cfg.get("evaluate") is not None else "gap.checkpoint")
     run_id = (saved_state(resume_from).get("run_id") if resume_from else None) or records.new_run_id()
     return Plan(cfg, results_dir, output_dir, datamodule, splits, module, given, callbacks, job, resolved, result_cfg, group, resume_from, resume_note, run_id)
 

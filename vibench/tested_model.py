@@ -12,6 +12,18 @@ from typing import Any
 from vibench.analyses import load_checkpoint
 from vibench.errors import ConfigError
 
+# Settings of a run that may differ between a checkpoint's training and a run that tests it
+# (``evaluate=``, ``gap.checkpoint=``): how and on what it is tested, and how long its training was
+# meant to be (a look at a run under way). Everything else describes the model, and the record of
+# the test must describe the model it tested. Prefixes end with a dot.
+TEST_ONLY_KEYS = (
+    "evaluate", "iw_samples", "inference.iw_samples", "eval.", "inference.eval_repeats", "inference.eval_chunk_mib", "inference.eval_compile",
+    "inference.train_compile", "checkpoint.select",
+    "dataset.test_subset", "dataset.eval_batch_size", "gap.", "ais.", "diagnostics.",
+    "trainer.max_epochs", "trainer.max_steps", "early_stopping.", "trainer.accelerator", "trainer.devices", "trainer.deterministic",
+    "trainer.inference_mode", "trainer.num_sanity_val_steps", "trainer.enable_model_summary",
+)
+
 
 def evaluate_request(evaluate: str | None) -> Path | None:
     """``evaluate=PATH``: the checkpoint (or run folder's ``checkpoints/last.ckpt``) to test without training."""
@@ -23,6 +35,42 @@ def evaluate_request(evaluate: str | None) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"evaluate={evaluate}: no checkpoint at {path}. Give a .ckpt file (e.g. a run's checkpoints/best.ckpt) or a run's output folder.")
     return path
+
+
+def model_differences(trained: dict[str, Any], tested: dict[str, Any]) -> list[str]:
+    """Settings (``key: trained -> tested``, of two :func:`~vibench.resume.result_config` dicts)
+    that describe the model and differ between a checkpoint's training and the run testing it.
+    ``dataset.subset_seed`` picks the test subset, and may differ, unless it also picked the
+    training or validation subset."""
+    from vibench.resume import differences, same_run_keys
+
+    trained, tested = same_run_keys(trained), same_run_keys(tested)
+    test_only = list(TEST_ONLY_KEYS)
+    if all(c.get(f"dataset.{s}_subset") is None for c in (trained, tested) for s in ("train", "val")):
+        test_only.append("dataset.subset_seed")
+    key = lambda d: d.split(":", 1)[0]  # noqa: E731
+    return [d for d in differences(trained, tested) if not any(key(d) == k or (k.endswith(".") and key(d).startswith(k)) for k in test_only)]
+
+
+def check_same_model(path: Path, config: dict[str, Any], what: str = "evaluate") -> str | None:
+    """Refuse to test the checkpoint at ``path`` under settings that describe another model than
+    the one it trained (the record would say, and ``vibench.check`` and ``vibench.compare`` would
+    believe, that it is that other model). ``config`` is this run's result config. Returns a note
+    when the checkpoint stores no configuration to check against (an older vibench)."""
+    from vibench.resume import saved_state
+
+    trained = saved_state(path).get("config")
+    if trained is None:
+        return f"{what}={path}: the checkpoint stores no configuration (an older vibench): make sure this command has the settings it was trained with."
+    diff = model_differences(trained, config)
+    if diff:
+        raise ConfigError(
+            f"{what}={path}: that checkpoint was trained with other settings than this command gives ({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}; "
+            "as 'trained -> this command'). The record would describe another model than the one tested. Give the settings it was trained with "
+            "(its preset, seed and overrides: its record.json or .hydra/overrides.yaml); only how it is tested may differ (iw_samples, eval.*, "
+            "dataset.test_subset, the training length, ...)."
+        )
+    return None
 
 
 def epochs_trained(state: dict, datamodule) -> int:
