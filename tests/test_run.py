@@ -159,8 +159,8 @@ def test_evaluate_a_checkpoint_without_training(compose_cfg, tmp_path):
 
 def test_evaluate_refuses_settings_of_another_model_and_allows_how_it_is_tested(compose_cfg, tmp_path):
     """evaluate= once loaded any checkpoint whose weights fit, under whatever settings the command
-    gave: a code-variant IWAE checkpoint tested under the preset's settings got a record calling it
-    the preset, and vibench.check compared it as one. Now a setting that describes the model
+    gave: a code-variant IWAE checkpoint tested under the preset's settings would get a record
+    calling it the preset, and vibench.check would compare it as one. Now a setting that describes the model
     (optimizer, seed, training subset) must be the checkpoint's, refused before testing with the
     keys named; how it is tested (K, test subset and its seed, the training length) may differ."""
     from vibench.errors import ConfigError
