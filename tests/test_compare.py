@@ -57,11 +57,11 @@ def test_seed_intervals_paired_by_seed_and_welch():
     assert seed_interval({0: 1.0}, {0: 2.0}) is None
 
 
-def fake_run(folder, run_id, index, iw_ll, seed=0, latent=2, variant="v"):
+def fake_run(folder, run_id, index, iw_ll, seed=0, latent=2, variant="v", **config):
     """A record and its per-point sidecar, as a run writes them."""
     values = {"index": np.asarray(index), "iw_ll": np.asarray(iw_ll, dtype=np.float64), "iw_ll_mc_var": np.full(len(index), 1e-4)}
     info = points.write(values, [folder], run_id, variant)
-    rec = {"run_id": run_id, "status": "completed", "created": run_id, "config": {"seed": seed, "latent": latent}, "metrics": {"test/iw_ll": float(np.mean(iw_ll))},
+    rec = {"run_id": run_id, "status": "completed", "created": run_id, "config": {"seed": seed, "latent": latent, **config}, "metrics": {"test/iw_ll": float(np.mean(iw_ll))},
            "per_point": info, "dataset": {"variant": variant}}
     (folder / f"{run_id}.json").write_text(json.dumps(rec))
 
@@ -180,7 +180,7 @@ def test_of_two_records_of_one_seed_the_later_is_compared_even_within_a_second()
     earlier, later = {"run_id": "b", "created": first}, {"run_id": "a", "created": second}
     flat = {"latent": 2, "seed": 0}
     for order in ([earlier, later], [later, earlier]):
-        assert groups(order, [flat, flat], ["latent"]) == {(2,): {0: later}}
+        assert groups(order, [flat, flat], ["latent"]) == ({(2,): {0: later}}, {"a": ["b"]})
 
 
 def test_compare_runs_pairs_records_read_with_read_record():
@@ -210,14 +210,41 @@ def test_compare_runs_pairs_records_read_with_read_record():
 def test_committed_output_bias_ablation_gives_the_numbers_anchors_md_reports(capsys):
     """results/anchors.md's three-seed ablation table, from the committed records: per seed the
     paired difference over the 1,000 shared test points, across seeds +0.92 (se 0.22), -0.03 to 1.87."""
-    import runpy
-
     from tests.conftest import REPO
 
-    runpy.run_path(str(REPO / "results" / "anchors" / "iwae_mnist" / "ablation" / "output_bias_seeds.py"), run_name="__main__")
-    out = capsys.readouterr().out
-    for line in ("seed 0: output bias -90.539, control -91.859, difference +1.320 (se 0.174",
-                 "seed 1: output bias -90.303, control -91.170, difference +0.867 (se 0.143",
-                 "seed 2: output bias -90.552, control -91.112, difference +0.560 (se 0.141",
-                 "3 seeds (paired seeds): difference +0.916, se 0.221, 95% interval [-0.034, 1.866]"):
-        assert line in out
+    d = REPO / "results" / "anchors" / "iwae_mnist" / "ablation"
+    bias = ",".join(str(d / f"{r}.json") for r in ("20261124-042452-0d0e06", "20261124-111643-081b1c", "20261124-111644-ce76f0"))
+    control = ",".join(str(d / f"{r}.json") for r in ("20261124-015142-da039a", "20261124-072505-75098a", "20261124-080119-dea1b4"))
+    assert compare_main([bias, control, "--json", "-"]) == 0
+    rows = {r["seed"]: r for r in json.loads(capsys.readouterr().out)}
+    got = {s: (round(rows[s]["a"], 3), round(rows[s]["b"], 3), round(rows[s]["difference"], 3), round(rows[s]["stderr"], 3), rows[s]["n"]) for s in (0, 1, 2)}
+    assert got == {0: (-90.539, -91.859, 1.320, 0.174, 1000), 1: (-90.303, -91.170, 0.867, 0.143, 1000), 2: (-90.552, -91.112, 0.560, 0.141, 1000)}
+    across = rows["3 vs 3 seeds"]
+    assert across["kind"] == "paired seeds" and [round(across[k], 3) for k in ("difference", "stderr", "low", "high")] == [0.916, 0.221, -0.034, 1.866]
+
+
+def test_a_seed_retested_with_evaluate_stays_in_its_configuration(tmp_path, capsys):
+    """The IWAE ablation: three seeds of a setting against three controls, all on the same 100
+    points, but the control of seed 1 was tested on other points first and re-tested on these with
+    evaluate=. compare once made the re-test a configuration of its own (evaluate varied), so the
+    three seeds were never paired. Now the re-test is seed 1 of the controls, the older record is
+    named as left out, and the across-seed difference is the known mean of 1.0, 0.5 and 1.5. The
+    sides are given as comma-separated records."""
+    rng = np.random.default_rng(3)
+    d = tmp_path / "ablation"
+    d.mkdir()
+    base = {s: -91 + 5 * standardized(rng, 100) for s in range(3)}
+    fake_run(d, "c0", np.arange(100), base[0], seed=0, evaluate=None)
+    fake_run(d, "c1_first", np.arange(100, 200), base[1], seed=1, evaluate=None)  # other points: superseded by the re-test
+    fake_run(d, "c1_retest", np.arange(100), base[1], seed=1, evaluate="outputs/control_seed1")
+    fake_run(d, "c2", np.arange(100), base[2], seed=2, evaluate=None)
+    for s, shift in ((0, 1.0), (1, 0.5), (2, 1.5)):
+        fake_run(d, f"x{s}", np.arange(100), base[s] + shift, seed=s, evaluate=None, output_bias="train_mean")
+    a = ",".join(str(d / f"x{s}.json") for s in range(3))
+    b = ",".join(str(d / f"{r}.json") for r in ("c0", "c1_first", "c1_retest", "c2"))
+    assert compare_main([a, b, "--json", "-"]) == 0
+    rows = {r["seed"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [rows[s]["difference"] for s in (0, 1, 2)] == pytest.approx([1.0, 0.5, 1.5], abs=1e-9)
+    assert rows[1]["b_run"] == "c1_retest" and "left out, the same configuration and seed: c1_first (older than c1_retest)" in rows[1]["note"]
+    across = rows["3 vs 3 seeds"]
+    assert across["kind"] == "paired seeds" and across["difference"] == pytest.approx(1.0, abs=1e-9) and across["stderr"] == pytest.approx(0.5 / math.sqrt(3))

@@ -1,8 +1,11 @@
 """``python -m vibench.compare A B``: how much better is A than B, and how sure are we.
 
-A and B are each a record, a folder of records, a multirun folder or a sweep id. Their records
-are grouped by configuration: the settings that vary within A or within B, except the seed (a
-sweep over ``latent=2,5`` gives one group per latent size). Groups with equal values are matched;
+A and B are each a record, a folder of records, a multirun folder or a sweep id, or several of
+these joined by commas. Their records are grouped by configuration: the settings that vary within
+A or within B, except the seed and ``evaluate`` (a sweep over ``latent=2,5`` gives one group per
+latent size; a run that re-tested a checkpoint with ``evaluate=`` is a run of the configuration
+that trained it). Of two records of one configuration and seed, the later is compared and the row
+names the other. Groups with equal values are matched;
 a side with a single configuration is matched with every group of the other. For each matched
 pair and each seed both ran (or, for one run against one run, whatever their seeds), the
 difference of the test metric (``--metric``, default ``iw_ll``) is paired point by point when
@@ -29,19 +32,38 @@ from vibench.resume import is_seed_key, result_config
 from vibench.selection import collect_records
 
 
+# Not a configuration: which checkpoint a run tested. A run that tests a checkpoint with
+# ``evaluate=`` has the settings the checkpoint was trained with (it refuses others), so it belongs
+# with the runs of that configuration, e.g. one seed of a sweep re-tested on other test points.
+NOT_CONFIGURATION_KEYS = ("evaluate",)
+
+
 def varying_keys(flats: list[dict]) -> set[str]:
-    """Keys of flattened configs (:func:`~vibench.resume.result_config`) with more than one value among them, but the seeds."""
+    """Keys of flattened configs (:func:`~vibench.resume.result_config`) with more than one value
+    among them, but the seeds and :data:`NOT_CONFIGURATION_KEYS`."""
     keys = set().union(*flats) if flats else set()
-    return {k for k in keys if not is_seed_key(k) and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
+    return {k for k in keys if not is_seed_key(k) and k not in NOT_CONFIGURATION_KEYS and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
 
 
-def groups(records: list[dict], flats: list[dict], keys: list[str]) -> dict[tuple, dict[int, dict]]:
+def groups(records: list[dict], flats: list[dict], keys: list[str]) -> tuple[dict[tuple, dict[int, dict]], dict[str, list[str]]]:
     """``{(value of each key): {seed: record}}`` (``flats[i]`` is ``records[i]``'s flattened config);
-    of two records of one seed, the later one."""
+    of two records of one seed, the later one. Also ``{kept run id: [the run ids it superseded]}``."""
     out: dict[tuple, dict[int, dict]] = {}
+    superseded: dict[str, list[str]] = {}
     for rec, flat in sorted(zip(records, flats), key=lambda rf: rf[0].get("created", "")):
-        out.setdefault(tuple(flat.get(k) for k in keys), {})[flat.get("seed")] = rec
-    return out
+        group = out.setdefault(tuple(flat.get(k) for k in keys), {})
+        if (old := group.get(flat.get("seed"))) is not None:
+            superseded[rec["run_id"]] = [*superseded.pop(old["run_id"], []), old["run_id"]]
+        group[flat.get("seed")] = rec
+    return out, superseded
+
+
+def left_out_note(row: dict, superseded: dict[str, list[str]]) -> dict:
+    """``row`` with a note naming the older records of its runs' seeds that were left out."""
+    older = [f"{run} (older than {kept})" for kept in (row.get("a_run"), row.get("b_run")) for run in superseded.get(kept, [])]
+    if not older:
+        return row
+    return {**row, "note": "; ".join(filter(None, (row.get("note"), f"left out, the same configuration and seed: {', '.join(older)}")))}
 
 
 def compare_runs(a: dict, b: dict, metric: str) -> dict:
@@ -72,7 +94,7 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
         raise VibenchError("each side needs at least one completed run record.")
     flat_a, flat_b = ([result_config(r.get("config") or {}) for r in side] for side in (side_a, side_b))
     keys = sorted(varying_keys(flat_a) | varying_keys(flat_b))
-    ga, gb = groups(side_a, flat_a, keys), groups(side_b, flat_b, keys)
+    (ga, older_a), (gb, older_b) = groups(side_a, flat_a, keys), groups(side_b, flat_b, keys)
     if len(ga) == 1 or len(gb) == 1:
         pairs = [(ka, kb) for ka in ga for kb in gb]
     else:
@@ -87,12 +109,12 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
         label = ", ".join(f"{keys[i]}={ka[i]}" if ka[i] == kb[i] else f"{keys[i]}={ka[i]}/{kb[i]}" for i in shown) or "all"
         a, b = ga[ka], gb[kb]
         for seed in sorted(set(a) & set(b), key=str):
-            rows.append({"configuration": label, "seed": seed, **compare_runs(a[seed], b[seed], metric)})
+            rows.append(left_out_note({"configuration": label, "seed": seed, **compare_runs(a[seed], b[seed], metric)}, {**older_a, **older_b}))
         if len(a) == len(b) == 1 and a.keys() != b.keys():  # one run against one run of another seed
             ((sa, ra),), ((sb, rb),) = a.items(), b.items()
             row = compare_runs(ra, rb, metric)
             note = "; ".join(filter(None, (row.get("note"), "different seeds: the interval leaves out seed-to-seed spread")))
-            rows.append({"configuration": label, "seed": f"{sa} vs {sb}", **row, "note": note})
+            rows.append(left_out_note({"configuration": label, "seed": f"{sa} vs {sb}", **row, "note": note}, {**older_a, **older_b}))
         across = seed_interval({s: r["metrics"][f"test/{metric}"] for s, r in a.items()}, {s: r["metrics"][f"test/{metric}"] for s, r in b.items()})
         if across is not None:
             rows.append({"configuration": label, "seed": f"{len(a)} vs {len(b)} seeds", "a": sum(r["metrics"][f"test/{metric}"] for r in a.values()) / len(a),
@@ -107,7 +129,7 @@ def compare(side_a: list[dict], side_b: list[dict], metric: str = "iw_ll") -> li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="A: a record, a folder of records, a multirun folder or a sweep id")
+    parser.add_argument("a", help="A: a record, a folder of records, a multirun folder or a sweep id, or several joined by commas")
     parser.add_argument("b", help="B: the same, compared with A (differences are A - B)")
     parser.add_argument("--metric", default="iw_ll", choices=("iw_ll", "elbo"), help="the per-point test metric (default iw_ll)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH ('-': print JSON instead of the table)")
@@ -116,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from vibench.report_console import print_error
 
     try:
-        rows = compare(collect_records([args.a]), collect_records([args.b]), args.metric)
+        rows = compare(collect_records(args.a.split(",")), collect_records(args.b.split(",")), args.metric)
     except VibenchError as e:
         print_error(str(e))
         return 2
