@@ -153,6 +153,8 @@ def test_evaluate_a_checkpoint_without_training(compose_cfg, tmp_path):
     run(again)
     rec = only_record(tmp_path / "runs2")
     assert rec["evaluated_checkpoint"]["select"] == "given" and rec["epochs"] == 2 and rec["timing"]["train_s"] == 0
+    # a re-test is of the trained run's configuration group (vibench.check averages seeds by it)
+    assert rec["config_group"] == first["config_group"]
     # the same model, tested again with fresh samples: equal up to Monte Carlo error
     assert rec["metrics"]["test/iw_ll"] == pytest.approx(first["metrics"]["test/iw_ll"], abs=0.05)
 

@@ -66,7 +66,9 @@ def config_group(config: dict[str, Any]) -> str:
     as ``dataset.shuffle_seed`` that default to it): runs that differ only in their seed share it
     (the record's ``config_group``, W&B's ``job_type``). Give it the *unresolved* configuration,
     where a value derived from the seed is still ``${seed}``; of a resolved one, every key named
-    ``seed`` or ``*_seed`` is left out."""
+    ``seed`` or ``*_seed`` is left out. ``evaluate`` counts as unset: a run that tests a checkpoint
+    has the settings it was trained with (``evaluate=`` refuses others), so it is of that group."""
+    config = {**config, "evaluate": None} if config.get("evaluate") is not None else config
     return "cfg-" + fingerprint({k: v for k, v in config.items() if not is_seed_key(k)})[:10]
 
 
