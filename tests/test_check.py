@@ -280,3 +280,20 @@ def test_a_record_that_matches_nothing_is_told_its_nearest_reference(tmp_path, c
     assert report["unmatched"] == ["subset"] and report["nearest"]["subset"] == {"reference": "toy", "differs": {"test_subset": {"run": 1000, "reference": None}}}
     far = record(-90.2, iw_samples=100, dataset={"variant": "dynamic"}, config={**record(0)["config"], "latent": 2, "dataset": {"test_subset": 50}})
     assert nearest(far, [ref]) is None and nearest(record(-90.2), [ref]) is None  # differs in 4 keys; matches (nothing to explain)
+
+
+def test_seeds_run_under_two_versions_are_still_averaged():
+    """A seed of an anchor finished at a later commit than another: a setting added meanwhile with
+    a null default changed the stored config_group, and the data was read from another folder.
+    check groups them as seeds of one configuration all the same (it grouped by the stored
+    config_group, and would have listed two one-seed rows); a real setting that differs still
+    splits them."""
+    ref = Reference(id="s", source="s", kind="paper", metric="test/iw_ll", value=-90.0, tolerance=1.0, match={"latent": 20})
+    old, new = record(-90.6, run_id="old"), record(-90.2, run_id="new")
+    old["config"] = {**old["config"], "seed": 0, "dataset": {**old["config"]["dataset"], "source": {"root": "/a"}}}
+    new["config"] = {**new["config"], "seed": 1, "new_setting": None, "dataset": {**new["config"]["dataset"], "source": {"root": "/b"}}}
+    old["config_group"], new["config_group"] = "cfg-0000000000", "cfg-1111111111"
+    (row,) = check([old, new], [ref])[0]
+    assert row.runs == ("old", "new") and row.measured == pytest.approx(-90.4)
+    new["config"]["new_setting"] = 3
+    assert sorted(len(r.runs) for r in check([old, new], [ref])[0]) == [0, 0]

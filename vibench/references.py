@@ -216,14 +216,14 @@ def _verdict(ref: Reference, record: dict[str, Any], measured: float, stderr: fl
 
 
 def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
-    """``noise: seeds``: comparisons of runs that differ only in their seed become one, of their mean
+    """``noise: seeds``: comparisons of runs that differ only in their seed (:func:`~vibench.resume.seed_group`) become one, of their mean
     (``stderr`` is then the sd across seeds; allowance ``2 sd sqrt(1/n + 1/ref.seeds)``); groups
     smaller than ``ref.min_seeds`` are not comparable. A pass whose mean falls short by more than
     the tolerance, covered only by an allowance wider than the tolerance (two seeds far apart),
     says so in ``why``."""
     import statistics
 
-    from vibench.resume import record_config_group
+    from vibench.resume import seed_group
 
     groups: dict[str, list[Comparison]] = {}
     out = []
@@ -231,7 +231,7 @@ def seed_groups(ref: Reference, rows: list[Comparison]) -> list[Comparison]:
         if c.measured is None:  # not comparable: listed as it is
             out.append(c)
             continue
-        groups.setdefault(record_config_group(c.record), []).append(c)
+        groups.setdefault(seed_group(c.record), []).append(c)
     for members in groups.values():
         seeds = {(m.record.get("config") or {}).get("seed") for m in members}
         if len(seeds) < ref.min_seeds:

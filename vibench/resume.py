@@ -72,6 +72,16 @@ def config_group(config: dict[str, Any]) -> str:
     return "cfg-" + fingerprint({k: v for k, v in config.items() if not is_seed_key(k)})[:10]
 
 
+def seed_group(record: dict[str, Any]) -> str:
+    """What runs must share to be seeds of one configuration in ``vibench.check``: the record's
+    resolved :func:`result_config` without its seeds, its null settings, where its data was read
+    from, and ``evaluate`` (:func:`same_run_keys`). Unlike the stored ``config_group``, it stays
+    the same when a later vibench adds a setting with a null default, so seeds of one anchor run
+    under two versions (a run over several sessions) are still averaged together."""
+    config = same_run_keys({**result_config(record.get("config") or {}), "evaluate": None})
+    return "seeds-" + fingerprint({k: v for k, v in config.items() if not is_seed_key(k)})[:10]
+
+
 def record_config_group(record: dict[str, Any]) -> str:
     """A record's ``config_group``; for records written before it existed, from its resolved config."""
     return record.get("config_group") or config_group(result_config(record.get("config") or {}))
