@@ -248,3 +248,6 @@ def test_a_seed_retested_with_evaluate_stays_in_its_configuration(tmp_path, caps
     assert rows[1]["b_run"] == "c1_retest" and "left out, the same configuration and seed: c1_first (older than c1_retest)" in rows[1]["note"]
     across = rows["3 vs 3 seeds"]
     assert across["kind"] == "paired seeds" and across["difference"] == pytest.approx(1.0, abs=1e-9) and across["stderr"] == pytest.approx(0.5 / math.sqrt(3))
+    from vibench.compare import side_name
+
+    assert side_name(a) == f"3 paths in {d}" and side_name(str(d / "x0.json")) == str(d / "x0.json")  # the table's title

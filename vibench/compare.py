@@ -149,8 +149,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.plot:
-        difference_plot(rows, args.metric, f"A − B: {args.a} − {args.b}", args.plot)
+        difference_plot(rows, args.metric, f"A − B: {side_name(args.a)} − {side_name(args.b)}", args.plot)
     return 0
+
+
+def side_name(arg: str) -> str:
+    """A side as the title names it: the path, or for several joined by commas, how many and their
+    common folder (``--json`` names each row's runs)."""
+    import os
+
+    parts = arg.split(",")
+    if len(parts) == 1:
+        return arg
+    try:
+        folder = os.path.commonpath(parts)
+    except ValueError:  # absolute and relative paths mixed
+        folder = ""
+    return f"{len(parts)} paths" + (f" in {folder}" if folder else "")
 
 
 def print_table(rows: list[dict], args) -> None:
@@ -160,7 +175,7 @@ def print_table(rows: list[dict], args) -> None:
     def f(x, d=3):
         return "" if x is None else f"{x:.{d}f}"
 
-    table = Table(title=f"vibench compare: A = {args.a}, B = {args.b}, test/{args.metric} (nats; A − B > 0: A is better)")
+    table = Table(title=f"vibench compare: A = {side_name(args.a)}, B = {side_name(args.b)}, test/{args.metric} (nats; A − B > 0: A is better)")
     for col in ("configuration", "seed", "A", "B", "A − B", "se", "95% interval", "MC se", "how", "n"):
         table.add_column(col, justify="left" if col in ("configuration", "seed", "how") else "right")
     for r in rows:
