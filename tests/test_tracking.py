@@ -63,6 +63,12 @@ def test_learning_curve_read_back_from_the_run_logs(compose_cfg, tmp_path, logge
     rec = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
     curve = epoch_curve(history(tmp_path / "out"))
     assert [r["epoch"] for r in curve] == [0, 1, 2]
+    if logger == "wandb":  # step-level rows are skipped unparsed: the epoch rows, exactly (3,280 epochs: 48 s to 7 s)
+        from vibench.run_logs import wandb_history
+
+        (file,) = (tmp_path / "out").glob("wandb/offline-run-*/run-*.wandb")
+        every = wandb_history(file)
+        assert wandb_history(file, ("epoch",)) == [r for r in every if "epoch" in r] and len(every) > 6
     assert curve[-1]["val/elbo"] == pytest.approx(rec["metrics"]["val/elbo"], abs=1e-4)
     assert [r["train/lr"] for r in curve] == pytest.approx([1e-3, 1e-4, 1e-4])  # the lr in force during each epoch
     assert tested_point(tmp_path / "out", curve) == (3, curve[-1]["val/elbo"], "tested: the last epoch, epoch 3")  # the circle on the figure

@@ -50,12 +50,17 @@ def wandb_records(path: Path) -> list[bytes]:
     return records
 
 
-def wandb_history(path: Path) -> list[dict]:
-    """The history rows (``wandb.log`` calls) of a W&B run file, values decoded from JSON."""
+def wandb_history(path: Path, keys: tuple[str, ...] | None = None) -> list[dict]:
+    """The history rows (``wandb.log`` calls) of a W&B run file, values decoded from JSON; with
+    ``keys``, only rows that log one of them. (A record's key names are bytes of it, so the others
+    are skipped unparsed: a 3,280-epoch run logs about 800,000 step-level rows and 3,280 epoch-level ones.)"""
     from wandb.proto import wandb_internal_pb2
 
+    wanted = None if keys is None else [k.encode() for k in keys]
     rows = []
     for raw in wandb_records(path):
+        if wanted is not None and not any(k in raw for k in wanted):
+            continue
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
         if record.WhichOneof("record_type") == "history":
@@ -87,7 +92,7 @@ def history(run_dir: Path) -> list[dict]:
     rows = []
     runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("wandb/run-*/run-*.wandb"))
     if runs:
-        rows = [row for run in runs for row in wandb_history(run)]
+        rows = [row for run in runs for row in wandb_history(run, ("epoch",))]  # epoch_curve reads only rows with an epoch
     elif logs := sorted(run_dir.rglob("metrics.csv"), key=csv_segment):
         rows = [row for log in logs for row in csv_history(log)]
     rows += own_rows
