@@ -113,3 +113,20 @@ def test_seed_summary_gives_mean_and_sd_across_seeds_per_configuration():
     assert set(by) == {"latent=2", "latent=5"}
     assert by["latent=2"]["test/iw_ll"] == pytest.approx(-102.0) and by["latent=2"]["test/iw_ll_sd"] == pytest.approx(2.0) and by["latent=2"]["n"] == 3
     assert by["latent=5"]["test/elbo"] == pytest.approx(-91.5) and by["latent=5"]["test/elbo_sd"] == pytest.approx(0.5**0.5)
+
+
+def test_seed_summary_joins_seeds_run_under_two_versions_as_check_does():
+    """A seed run by a later vibench has a setting with a null default that the first lacks, a
+    different stored ``config_group``, and its data read from elsewhere; one of them was tested
+    with ``evaluate=``: still one configuration (two seeds, mean -101), as in ``vibench.check``.
+    A setting that has a value is still another configuration."""
+    from vibench.seeds import seed_summary
+
+    def rec(seed, iw, group, **extra):
+        config = {"latent": 2, "seed": seed, "dataset": {"shuffle_seed": seed, "source": {"root": f"/data{seed}"}}, **extra}
+        return {"run_id": str(seed), "status": "completed", "overrides": ["latent=2", f"seed={seed}"], "config_group": group,
+                "config": config, "metrics": {"test/iw_ll": iw, "test/elbo": iw - 5}}
+
+    rows = seed_summary([rec(0, -100.0, "cfg-0000000000"), rec(1, -102.0, "cfg-1111111111", new_setting=None, evaluate="outputs/x")])
+    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["test/iw_ll"] == pytest.approx(-101.0)
+    assert seed_summary([rec(0, -100.0, "a"), rec(1, -102.0, "a", new_setting=3)]) == []

@@ -1,9 +1,12 @@
 """Runs that differ only in their seed, summarized: mean, standard deviation across seeds and n.
 
-Records are grouped by their ``config_group`` (:func:`vibench.resume.record_config_group`: every
-result-changing setting but the seed). The standard deviation across seeds is what another seed
-would change, the training noise that a single run cannot show; the report, ``vibench.check``
-(``noise: seeds``) and ``vibench.compare`` all group seeds this way.
+Records are grouped as ``vibench.check`` (``noise: seeds``) groups them, by
+:func:`vibench.resume.seed_group`: every result-changing setting but the seed, less null settings,
+where the data was read from and ``evaluate``. So seeds of one configuration run under two versions
+of vibench (one that added a setting with a null default in between) still form one row, as they
+do in ``vibench.check``; the stored ``config_group`` (W&B's ``job_type``) changes with such a
+setting. The standard deviation across seeds is what another seed would change, the training noise
+that a single run cannot show.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from statistics import fmean, stdev
 from typing import Any
 
-from vibench.resume import record_config_group
+from vibench.resume import seed_group
 
 METRICS = ("test/elbo", "test/iw_ll")
 
@@ -22,14 +25,14 @@ def seed_summary(records: list[dict[str, Any]], metrics: tuple[str, ...] = METRI
     groups: dict[str, list[dict]] = {}
     for rec in records:
         if rec.get("status") == "completed" and rec.get("metrics"):
-            groups.setdefault(record_config_group(rec), []).append(rec)
+            groups.setdefault(seed_group(rec), []).append(rec)
     rows = []
     for group, recs in groups.items():
         seeds = sorted({(r.get("config") or {}).get("seed") for r in recs}, key=str)
         if len(seeds) < 2:
             continue
         overrides = [o for o in (recs[0].get("overrides") or []) if not o.startswith("seed=")]
-        row = {"config_group": group, "label": " ".join(overrides) or "(defaults)", "seeds": seeds, "n": len(recs)}
+        row = {"seed_group": group, "label": " ".join(overrides) or "(defaults)", "seeds": seeds, "n": len(recs)}
         for m in metrics:
             values = [r["metrics"][m] for r in recs if m in r["metrics"]]
             row[m] = fmean(values) if values else None
