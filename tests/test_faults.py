@@ -330,3 +330,16 @@ def test_a_checkpoint_from_before_the_parts_were_recorded_says_so():
     later.load_state_dict(old.state_dict())  # its own parts travel in its checkpoints
     later.on_train_start(SimpleNamespace(global_step=9000, current_epoch=4), None)
     assert [p["from_step"] for p in later.parts()] == [0, 5000, 9000] and later.parts()[2]["commit"] == "abc"
+
+
+def test_config_group_ignores_seeds_null_settings_data_location_and_evaluate():
+    """Two seeds of one configuration, the second run by a vibench with an added null setting,
+    its data read from elsewhere and its checkpoint re-tested with ``evaluate=``: one group. A
+    setting with a value (latent 3) is another group, and so is a setting turned on."""
+    from vibench.resume import config_group
+
+    base = {"latent": 2, "seed": 0, "dataset.shuffle_seed": "${seed}", "dataset.source.root": "/a", "evaluate": None}
+    later = {**base, "seed": 1, "new_setting": None, "dataset.source.root": "/b", "evaluate": "outputs/run"}
+    assert config_group(base) == config_group(later)
+    assert config_group(base) != config_group({**base, "latent": 3})
+    assert config_group(later) != config_group({**later, "new_setting": "on"})

@@ -67,8 +67,12 @@ def config_group(config: dict[str, Any]) -> str:
     (the record's ``config_group``, W&B's ``job_type``). Give it the *unresolved* configuration,
     where a value derived from the seed is still ``${seed}``; of a resolved one, every key named
     ``seed`` or ``*_seed`` is left out. ``evaluate`` counts as unset: a run that tests a checkpoint
-    has the settings it was trained with (``evaluate=`` refuses others), so it is of that group."""
-    config = {**config, "evaluate": None} if config.get("evaluate") is not None else config
+    has the settings it was trained with (``evaluate=`` refuses others), so it is of that group.
+    Null settings and where the data is read from are left out too (:func:`same_run_keys`), so a
+    later vibench that adds a setting with a null default, or a run on a machine with its data
+    elsewhere, keeps the group of earlier seeds. (Records written before this rule keep the group
+    they stored; ``vibench.check`` and the report group seeds by :func:`seed_group` either way.)"""
+    config = same_run_keys({**config, "evaluate": None})
     return "cfg-" + fingerprint({k: v for k, v in config.items() if not is_seed_key(k)})[:10]
 
 
