@@ -10,7 +10,10 @@ epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and `
 Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
 validation (solid) and training (dashed) ELBOs against the epoch, one colour per run. A circle
 marks the model a finished run tested (the best validation epoch or the last; from the
-``record.json`` in its folder). Works offline: no W&B account or network is needed.
+``record.json`` in its folder). With ``--at EPOCH ...`` it also prints the runs' validation ELBOs
+at those epochs, each a mean over the epochs around it, with each run's difference from the first
+(:mod:`vibench.matched_epochs`); given ``--at`` and no ``--out``, it prints that table alone and
+writes nothing. Works offline: no W&B account or network is needed.
 """
 
 from __future__ import annotations
@@ -165,13 +168,20 @@ def write_comparison(curves: dict[str, list[dict]], out: Path, title: str, teste
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.curves", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", metavar="run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N); several: compare.png")
+    parser.add_argument("runs", nargs="+", metavar="run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N), or a curve CSV this command wrote; several: compare.png")
     parser.add_argument("--out", default=None, help="where the CSV and PNG files go (default: the run folder; with several runs, required)")
     parser.add_argument("--labels", nargs="+", default=None, help="one name per run for the comparison (default: run1, run2, ...)")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--at", nargs="+", type=int, default=None, metavar="EPOCH",
+                        help="also print each run's metric at these epochs (logged indices, from 0), a mean over --window epochs centred on each")
+    parser.add_argument("--window", type=int, default=11, help="epochs averaged around each --at epoch (odd; default 11)")
+    parser.add_argument("--metric", default="val/elbo", help="the epoch-level metric --at reads (default val/elbo; e.g. train/elbo_epoch)")
     args = parser.parse_args(argv)
-    if len(args.runs) > 1 and args.out is None:
-        print("curves: several runs need --out DIR for their comparison", file=sys.stderr)
+    if len(args.runs) > 1 and args.out is None and args.at is None:
+        print("curves: several runs need --out DIR for their comparison (or --at EPOCH ... for a table alone)", file=sys.stderr)
+        return 2
+    if args.window < 1 or args.window % 2 == 0:
+        print(f"curves: --window must be an odd number of epochs, got {args.window}", file=sys.stderr)
         return 2
     labels = args.labels or [f"run{i + 1}" for i in range(len(args.runs))]
     if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):
@@ -190,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         curves[label], tested[label] = curve, tested_point(Path(run), curve)
         if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
             print(gap, file=sys.stderr)
+    if args.at is not None:
+        from vibench.matched_epochs import matched_rows, print_matched
+
+        if not any(args.metric in r for c in curves.values() for r in c):
+            print(f"curves: no run logged {args.metric!r}; epoch-level metrics are named like val/elbo, train/elbo_epoch", file=sys.stderr)
+            return 2
+        print_matched(matched_rows(curves, args.at, args.window, args.metric), args.window, args.metric)
+        if args.out is None and len(curves) > 1:
+            return 0
     if len(curves) == 1:
         ((_, curve),) = curves.items()
         paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0], tested[labels[0]])

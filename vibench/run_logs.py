@@ -84,7 +84,11 @@ def history(run_dir: Path) -> list[dict]:
     """A run folder's logged rows: its ``epochs.jsonl`` (:mod:`vibench.epoch_log`) alone when that
     begins at epoch 0 (it then holds every epoch, and reading W&B's file takes about 7 s for
     3,000 epochs, its step-level rows skipped); else W&B's offline run file if there is one, or Lightning's CSV log, followed by
-    the rows of ``epochs.jsonl``, which fill the epochs those lost to a kill."""
+    the rows of ``epochs.jsonl``, which fill the epochs those lost to a kill. Given a ``.csv`` file
+    instead of a folder (a ``curve.csv`` that ``vibench.curves`` wrote, kept after the run's folder
+    is gone), its rows."""
+    if run_dir.suffix == ".csv" and run_dir.is_file():
+        return csv_history(run_dir)
     own = run_dir / epoch_log.FILE_NAME
     own_rows = epoch_log.read(own) if own.is_file() else []
     if own_rows and own_rows[0].get("epoch") == 0:
