@@ -63,3 +63,16 @@ def test_anchors_table_of_the_iwae_seeds_comes_from_the_committed_curves(capsys)
     out = capsys.readouterr().out
     assert "-98.49" in out and "+1.72" in out and "s1 - s0" in out
     assert main([*args, "--window", "4"]) == 2 and "odd" in capsys.readouterr().err
+
+
+def test_with_out_the_table_is_also_a_csv(tmp_path):
+    import csv
+
+    from vibench.curves import main
+
+    assert main([str(SEEDS / "curve-preset_seed0.csv"), str(SEEDS / "curve-preset_seed1.csv"), "--labels", "s0", "s1",
+                 "--at", "200", "3000", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "matched.csv")))
+    assert [r["epoch"] for r in rows] == ["200", "3000"]
+    assert round(float(rows[0]["s1 - s0"]), 2) == 0.92 and rows[1]["s1"] == "" and float(rows[1]["s0"]) < -98
+    assert (tmp_path / "compare.png").is_file()

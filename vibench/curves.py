@@ -12,8 +12,8 @@ validation (solid) and training (dashed) ELBOs against the epoch, one colour per
 marks the model a finished run tested (the best validation epoch or the last; from the
 ``record.json`` in its folder). With ``--at EPOCH ...`` it also prints the runs' validation ELBOs
 at those epochs, each a mean over the epochs around it, with each run's difference from the first
-(:mod:`vibench.matched_epochs`); given ``--at`` and no ``--out``, it prints that table alone and
-writes nothing. Works offline: no W&B account or network is needed.
+(:mod:`vibench.matched_epochs`), and with ``--out`` also writes it to ``matched.csv``; given
+``--at`` and no ``--out``, it prints that table alone and writes nothing. Works offline: no W&B account or network is needed.
 """
 
 from __future__ import annotations
@@ -201,14 +201,17 @@ def main(argv: list[str] | None = None) -> int:
         if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
             print(gap, file=sys.stderr)
     if args.at is not None:
-        from vibench.matched_epochs import matched_rows, print_matched
+        from vibench.matched_epochs import matched_rows, print_matched, write_matched
 
         if not any(args.metric in r for c in curves.values() for r in c):
             print(f"curves: no run logged {args.metric!r}; epoch-level metrics are named like val/elbo, train/elbo_epoch", file=sys.stderr)
             return 2
-        print_matched(matched_rows(curves, args.at, args.window, args.metric), args.window, args.metric)
+        rows = matched_rows(curves, args.at, args.window, args.metric)
+        print_matched(rows, args.window, args.metric)
         if args.out is None and len(curves) > 1:
             return 0
+        if args.out is not None:
+            print(f"curves: the table -> {write_matched(rows, Path(args.out) / 'matched.csv')}")
     if len(curves) == 1:
         ((_, curve),) = curves.items()
         paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0], tested[labels[0]])

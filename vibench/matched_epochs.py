@@ -13,6 +13,8 @@ epochs-trained count on the figures' x axis (index + 1).
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from statistics import fmean
 
 
@@ -59,3 +61,13 @@ def print_matched(rows: list[dict], window: int, key: str) -> None:
         cells = ["" if r[c] is None else (f"{r[c]:+.2f}" if " - " in c else f"{r[c]:.2f}") for c in columns]
         table.add_row(f"{r['epoch']:,}", *cells)
     Console(width=None if Console().is_terminal else 160).print(table)
+
+
+def write_matched(rows: list[dict], path: Path) -> Path:
+    """The rows as a CSV (an empty field where a run's logs do not cover the window)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return path
