@@ -5,8 +5,8 @@ Records are grouped as ``vibench.check`` (``noise: seeds``) groups them, by
 where the data was read from and ``evaluate``. So seeds of one configuration run under two versions
 of vibench (one that added a setting with a null default in between) still form one row, as they
 do in ``vibench.check``. (The stored ``config_group``, W&B's ``job_type``, now leaves null
-settings out too, but records written before that hashed them.) The standard deviation across seeds is what another seed would change, the training noise
-that a single run cannot show.
+settings out too, but records written before that hashed them.) The standard deviation across
+seeds is what another seed would change, the training noise that a single run cannot show.
 """
 
 from __future__ import annotations
