@@ -76,3 +76,14 @@ def test_with_out_the_table_is_also_a_csv(tmp_path):
     assert [r["epoch"] for r in rows] == ["200", "3000"]
     assert round(float(rows[0]["s1 - s0"]), 2) == 0.92 and rows[1]["s1"] == "" and float(rows[1]["s0"]) < -98
     assert (tmp_path / "compare.png").is_file()
+
+
+def test_a_curve_csv_read_back_is_written_again_byte_for_byte(tmp_path):
+    """A curve CSV given as a run comes out of ``curves --out`` unchanged (it used to turn the
+    step 2499 into 2499.0)."""
+    from vibench.curves import write_csv
+    from vibench.run_logs import epoch_curve, history
+
+    source = SEEDS / "curve-preset_seed1.csv"
+    write_csv(epoch_curve(history(source)), tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_bytes() == source.read_bytes()

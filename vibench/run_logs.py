@@ -69,8 +69,14 @@ def wandb_history(path: Path, keys: tuple[str, ...] | None = None) -> list[dict]
 
 
 def csv_history(path: Path) -> list[dict]:
+    """The rows of a CSV log, as numbers; ``epoch`` and ``step`` as integers, so that a curve read
+    back from a ``curve.csv`` is written again as it was."""
+
+    def number(key: str, value: str) -> float | int:
+        return int(float(value)) if key in ("epoch", "step") else float(value)
+
     with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        return [{k: number(k, v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def csv_segment(log: Path) -> tuple[str, int]:
