@@ -180,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) > 1 and args.out is None and args.at is None:
         print("curves: several runs need --out DIR for their comparison (or --at EPOCH ... for a table alone)", file=sys.stderr)
         return 2
-    if args.window < 1 or args.window % 2 == 0:
-        print(f"curves: --window must be an odd number of epochs, got {args.window}", file=sys.stderr)
+    from vibench.matched_epochs import check_window
+
+    try:
+        check_window(args.window)
+    except ValueError as e:
+        print(f"curves: --{e}", file=sys.stderr)
         return 2
     labels = args.labels or [f"run{i + 1}" for i in range(len(args.runs))]
     if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):

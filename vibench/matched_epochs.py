@@ -18,27 +18,43 @@ from pathlib import Path
 from statistics import fmean
 
 
+def check_window(window: int) -> None:
+    """Raise ValueError unless ``window`` is an odd number of epochs (a window centred on an epoch)."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number of epochs, got {window}")
+
+
+def by_epoch(curve: list[dict], key: str) -> dict[int, float]:
+    """``{epoch: value of key}`` for the epochs of ``curve`` that logged it."""
+    return {int(r["epoch"]): float(r[key]) for r in curve if r.get(key) is not None}
+
+
+def centred_mean(values: dict[int, float], epoch: int, window: int) -> float | None:
+    """Mean of ``values`` over the ``window`` epochs centred on ``epoch``; None if one is missing."""
+    half = window // 2
+    span = [values.get(e) for e in range(epoch - half, epoch + half + 1)]
+    return None if any(v is None for v in span) else fmean(span)
+
+
 def window_mean(curve: list[dict], epoch: int, window: int = 11, key: str = "val/elbo") -> float | None:
     """Mean of ``key`` over the ``window`` epochs centred on ``epoch`` (``window`` odd), or None
     when any of those epochs lacks the value. ``curve``: one dict per epoch with ``epoch`` and the
     metrics (:func:`vibench.run_logs.epoch_curve`)."""
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be an odd number of epochs, got {window}")
-    values = {int(r["epoch"]): r[key] for r in curve if r.get(key) is not None}
-    half = window // 2
-    span = [values.get(e) for e in range(epoch - half, epoch + half + 1)]
-    return None if any(v is None for v in span) else fmean(float(v) for v in span)
+    check_window(window)
+    return centred_mean(by_epoch(curve, key), epoch, window)
 
 
 def matched_rows(curves: dict[str, list[dict]], epochs: list[int], window: int = 11, key: str = "val/elbo") -> list[dict]:
     """One row per epoch: ``{"epoch": e, <label>: mean or None, ..., "<label> - <first>": difference
     or None}`` for every run after the first, in the order given."""
+    check_window(window)
     labels = list(curves)
+    values = {label: by_epoch(curve, key) for label, curve in curves.items()}  # once per run, not per epoch asked
     rows = []
     for e in epochs:
         row: dict = {"epoch": e}
         for label in labels:
-            row[label] = window_mean(curves[label], e, window, key)
+            row[label] = centred_mean(values[label], e, window)
         for label in labels[1:]:
             a, b = row[labels[0]], row[label]
             row[f"{label} - {labels[0]}"] = None if a is None or b is None else b - a
