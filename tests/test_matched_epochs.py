@@ -87,3 +87,18 @@ def test_a_curve_csv_read_back_is_written_again_byte_for_byte(tmp_path):
     source = SEEDS / "curve-preset_seed1.csv"
     write_csv(epoch_curve(history(source)), tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_bytes() == source.read_bytes()
+
+
+def test_one_run_with_at_and_no_out_writes_nothing(tmp_path, capsys):
+    """Bug: with one run, ``--at`` without ``--out`` also wrote curve.csv and curve.png (into a run
+    folder, or crashed on a curve CSV's path), though the help says the table alone is printed. A
+    curve CSV without ``--out`` or ``--at`` is refused with what to give."""
+    import shutil
+
+    from vibench.curves import main
+
+    source = tmp_path / "curve-s.csv"
+    shutil.copy(SEEDS / "curve-preset_seed1.csv", source)
+    assert main([str(source), "--at", "200"]) == 0 and "-97.57" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve-s.csv"]
+    assert main([str(source)]) == 2 and "--out" in capsys.readouterr().err

@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"curves: --{e}", file=sys.stderr)
         return 2
+    if args.out is None and args.at is None and Path(args.runs[0]).suffix == ".csv":
+        print("curves: a curve CSV has no run folder to write into; give --out DIR", file=sys.stderr)
+        return 2
     labels = args.labels or [f"run{i + 1}" for i in range(len(args.runs))]
     if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):
         print(f"curves: give one --labels name per run ({len(args.runs)}), of letters, digits, '-', '_' or '.'", file=sys.stderr)
@@ -212,10 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         rows = matched_rows(curves, args.at, args.window, args.metric)
         print_matched(rows, args.window, args.metric)
-        if args.out is None and len(curves) > 1:
+        if args.out is None:  # the table alone, as asked
             return 0
-        if args.out is not None:
-            print(f"curves: the table -> {write_matched(rows, Path(args.out) / 'matched.csv')}")
+        print(f"curves: the table -> {write_matched(rows, Path(args.out) / 'matched.csv')}")
     if len(curves) == 1:
         ((_, curve),) = curves.items()
         paths = write(curve, Path(args.out) if args.out else Path(args.runs[0]), args.title or args.runs[0], tested[labels[0]])
