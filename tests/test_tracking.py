@@ -151,6 +151,43 @@ def test_the_tested_model_is_found_on_the_validation_curve(tmp_path):
     assert tested_point(tmp_path, curve) is None and tested_point(tmp_path / "nothing", curve) is None
 
 
+def test_a_curve_csv_is_circled_from_the_record_given_for_it(tmp_path, monkeypatch, capsys):
+    """A curve CSV has no record.json beside it: ``--records`` names the run's record, and its
+    tested model is circled on that curve (the IWAE preset's figure, remade from committed files,
+    kept its circles this way). A record of another run (its stated validation ELBO is not the
+    curve's at that epoch) or of a run still training is refused with what was wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vibench.curves import main as curves_main, write_csv
+
+    curve = [{"epoch": e, "step": 10 * e, "val/elbo": -100.0 + 0.5 * e} for e in range(6)]
+    write_csv(curve, tmp_path / "curve-a.csv")
+    own = {"status": "completed", "evaluated_checkpoint": {"select": "last", "epoch": 6}, "metrics": {"val/elbo": -97.5}}
+    other = {**own, "metrics": {"val/elbo": -96.0}}
+    best = {"status": "completed", "evaluated_checkpoint": {"select": "best", "epoch": 4, "val_elbo": -98.5}, "metrics": {"val/elbo": -97.5}}
+    for name, rec in {"own": own, "other": other, "best": best, "running": {"status": "interrupted", "evaluated_checkpoint": None}}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    saved = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    csv_a = str(tmp_path / "curve-a.csv")
+    assert curves_main([csv_a, csv_a, "--labels", "a", "b", "--out", str(tmp_path / "c"), "--records", str(tmp_path / "own.json"), str(tmp_path / "best.json")]) == 0
+    marks = [line for line in saved[-1].axes[0].lines if line.get_marker() == "o"]
+    assert [(list(m.get_xdata()), list(m.get_ydata())) for m in marks] == [([6], [-97.5]), ([4], [-98.5])]
+    assert [m.get_label() for m in marks] == ["a: tested: the last epoch, epoch 6", "b: tested: the best validation ELBO, epoch 4"]
+    assert curves_main([csv_a, csv_a, "--labels", "a", "b", "--out", str(tmp_path / "c"), "--records", "-", str(tmp_path / "own.json")]) == 0  # '-': the CSV's own (none)
+    assert sum(line.get_marker() == "o" for line in saved[-1].axes[0].lines) == 1
+    capsys.readouterr()
+    for wrong in ("other", "running"):
+        assert curves_main([csv_a, "--out", str(tmp_path / "c"), "--records", str(tmp_path / f"{wrong}.json")]) == 2
+        assert f"{wrong}.json names no tested model on run1's validation curve" in capsys.readouterr().err
+    assert curves_main([csv_a, csv_a, "--out", str(tmp_path / "c"), "--records", str(tmp_path / "own.json")]) == 2  # one per run
+    assert curves_main([csv_a, "--out", str(tmp_path / "c"), "--records", str(tmp_path / "gone.json")]) == 2
+    assert "missing: " + str(tmp_path / "gone.json") in capsys.readouterr().err
+
+
 def test_a_fresh_run_in_a_reused_folder_moves_the_old_epochs_jsonl_aside(compose_cfg, tmp_path):
     """Two runs from scratch in one folder (resume=null): the second's epochs.jsonl holds its own
     two epochs only, the first's three are kept beside it as epochs.jsonl-previous; the curve is

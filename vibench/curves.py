@@ -10,7 +10,7 @@ epoch-level metric: ``val/elbo``, ``train/elbo_epoch``, ``train/lr``, ...) and `
 Given several run folders, it writes ``curve-<label>.csv`` for each and ``compare.png``: their
 validation (solid) and training (dashed) ELBOs against the epoch, one colour per run. A circle
 marks the model a finished run tested (the best validation epoch or the last; from the
-``record.json`` in its folder). With ``--at EPOCH ...`` it also prints the runs' validation ELBOs
+``record.json`` in its folder, or from ``--records``). With ``--at EPOCH ...`` it also prints the runs' validation ELBOs
 at those epochs, each a mean over the epochs around it, with each run's difference from the first
 (:mod:`vibench.matched_epochs`), and with ``--out`` also writes it to ``matched.csv``; given
 ``--at`` and no ``--out``, it prints that table alone and writes nothing. Works offline: no W&B account or network is needed.
@@ -54,13 +54,14 @@ def summary(curve: list[dict]) -> str:
     return f"{len(curve)} epochs; validation ELBO best {best[1]:.2f} at epoch {best[0]}, last {val[-1][1]:.2f}"
 
 
-def tested_point(run_dir: Path, curve: list[dict]) -> tuple[int, float, str] | None:
+def tested_point(run: Path, curve: list[dict]) -> tuple[int, float, str] | None:
     """Where the model a run tested sits on its validation curve, from the ``record.json`` that a
-    completed run leaves in its folder: ``(epochs of training behind it, its validation ELBO, a
-    label)``, or None (a run still training, or no validation that epoch). The curve's x is the
-    number of epochs trained (epoch index + 1), as the record's ``evaluated_checkpoint.epoch``."""
+    completed run leaves in its folder, or from a record file given as ``run`` (a curve CSV has no
+    folder: ``--records``): ``(epochs of training behind it, its validation ELBO, a label)``, or
+    None (a run still training, or no validation that epoch). The curve's x is the number of epochs
+    trained (epoch index + 1), as the record's ``evaluated_checkpoint.epoch``."""
     try:
-        record = json.loads((run_dir / "record.json").read_text())
+        record = json.loads((run if run.suffix == ".json" else run / "record.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
     tested = record.get("evaluated_checkpoint") or {}
@@ -72,6 +73,18 @@ def tested_point(run_dir: Path, curve: list[dict]) -> tuple[int, float, str] | N
         return None
     how = {"best": "the best validation ELBO", "last": "the last epoch", "given": "the given checkpoint"}.get(tested.get("select"), str(tested.get("select")))
     return epochs, float(row["val/elbo"]), f"tested: {how}, epoch {epochs}"
+
+
+def record_fits(record: Path, tested: tuple[int, float, str] | None) -> bool:
+    """Whether a record given for a curve CSV is that run's: the validation ELBO it states for its
+    tested model (``evaluated_checkpoint.val_elbo`` for the best epoch, the last epoch's
+    ``metrics["val/elbo"]`` for the last) is the curve's at that epoch, to 1e-3 nats."""
+    if tested is None:
+        return False
+    rec = json.loads(record.read_text())
+    ckpt = rec["evaluated_checkpoint"]
+    stated = ckpt.get("val_elbo", rec.get("metrics", {}).get("val/elbo") if ckpt.get("select") == "last" else None)
+    return stated is None or abs(float(stated) - tested[1]) < 1e-3
 
 
 def mark_tested(ax, tested: tuple[int, float, str] | None, colour: str = "black", prefix: str = "") -> None:
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", metavar="run", help="a run's output folder (outputs/DATE/TIME, or multirun/DATE/TIME/N), or a curve CSV this command wrote; several: compare.png")
     parser.add_argument("--out", default=None, help="where the CSV and PNG files go (default: the run folder; with several runs, required)")
     parser.add_argument("--labels", nargs="+", default=None, help="one name per run for the comparison (default: run1, run2, ...)")
+    parser.add_argument("--records", nargs="+", default=None, metavar="RECORD",
+                        help="one run record per run, whose tested model is circled (for a curve CSV, which has no record.json beside it); '-' for a run's own")
     parser.add_argument("--title", default=None)
     parser.add_argument("--at", nargs="+", type=int, default=None, metavar="EPOCH",
                         help="also print each run's metric at these epochs (logged indices, from 0), a mean over --window epochs centred on each")
@@ -194,8 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(labels) != len(args.runs) or any(not l.replace("-", "").replace("_", "").replace(".", "").isalnum() for l in labels):
         print(f"curves: give one --labels name per run ({len(args.runs)}), of letters, digits, '-', '_' or '.'", file=sys.stderr)
         return 2
+    records = args.records or ["-"] * len(args.runs)
+    if len(records) != len(args.runs) or any(r != "-" and not Path(r).is_file() for r in records):
+        print(f"curves: give one --records file per run ({len(args.runs)}), or '-' for a run's own record.json; missing: "
+              + ", ".join(r for r in records if r != "-" and not Path(r).is_file()), file=sys.stderr)
+        return 2
     curves, tested = {}, {}
-    for label, run in zip(labels, args.runs):
+    for label, run, record in zip(labels, args.runs, records):
         try:
             curve = epoch_curve(history(Path(run)))
         except (FileNotFoundError, ValueError) as e:
@@ -204,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if not curve:
             print(f"curves: {run}'s logs hold no epoch-level metrics", file=sys.stderr)
             return 2
-        curves[label], tested[label] = curve, tested_point(Path(run), curve)
+        curves[label], tested[label] = curve, tested_point(Path(run if record == "-" else record), curve)
+        if record != "-" and not record_fits(Path(record), tested[label]):
+            print(f"curves: {record} names no tested model on {label}'s validation curve (not a completed run's record, or not this run's)", file=sys.stderr)
+            return 2
         if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
             print(gap, file=sys.stderr)
     if args.at is not None:
