@@ -78,13 +78,15 @@ def test_with_out_the_table_is_also_a_csv(tmp_path):
     assert (tmp_path / "compare.png").is_file()
 
 
-def test_a_curve_csv_read_back_is_written_again_byte_for_byte(tmp_path):
+@pytest.mark.parametrize("source", [SEEDS / "curve-preset_seed1.csv", SEEDS.parent / "curves" / "curve-preset.csv"])
+def test_a_curve_csv_read_back_is_written_again_byte_for_byte(tmp_path, source):
     """A curve CSV given as a run comes out of ``curves --out`` unchanged (it used to turn the
-    step 2499 into 2499.0)."""
+    step 2499 into 2499.0, and the preset's training loss of exactly 90 at epoch 2506, logged as
+    a whole number, into 90.0)."""
     from vibench.curves import write_csv
     from vibench.run_logs import epoch_curve, history
 
-    source = SEEDS / "curve-preset_seed1.csv"
+    assert ",90,2" in source.read_text() or "seed1" in source.name
     write_csv(epoch_curve(history(source)), tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_bytes() == source.read_bytes()
 

@@ -69,11 +69,14 @@ def wandb_history(path: Path, keys: tuple[str, ...] | None = None) -> list[dict]
 
 
 def csv_history(path: Path) -> list[dict]:
-    """The rows of a CSV log, as numbers; ``epoch`` and ``step`` as integers, so that a curve read
-    back from a ``curve.csv`` is written again as it was."""
+    """The rows of a CSV log, as numbers; ``epoch`` and ``step`` as integers, and any value written
+    as a whole number (a logged ``90``) as one, so that a curve read back from a ``curve.csv`` is
+    written again as it was."""
 
     def number(key: str, value: str) -> float | int:
-        return int(float(value)) if key in ("epoch", "step") else float(value)
+        if key in ("epoch", "step"):
+            return int(float(value))
+        return int(value) if value.lstrip("-").isdigit() else float(value)
 
     with open(path) as f:
         return [{k: number(k, v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
