@@ -41,6 +41,31 @@ def test_run_digits_writes_a_complete_record(compose_cfg, tmp_path):
     assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_git_state_names_the_changed_files_of_a_dirty_checkout(tmp_path, monkeypatch):
+    """A record's ``git`` says which tracked files differ from the commit (a peek of 2026-11-24 was
+    dirty with only ``curves.py`` changed, and its record could not say so); an untracked file does
+    not count; a folder that is no checkout gives None."""
+    import vibench.records as records
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("README.md", "run.py", "ünï.py"):
+        (tmp_path / name).write_text("a\n")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    monkeypatch.setattr(records, "REPO", tmp_path)
+    sha = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "new.py").write_text("untracked\n")
+    assert records.git_state() == {"commit": sha, "dirty": False, "changed": []}
+    (tmp_path / "README.md").write_text("b\n")  # the first line of git's status starts with a space: ' M README.md'
+    (tmp_path / "ünï.py").write_text("b\n")
+    assert records.git_state() == {"commit": sha, "dirty": True, "changed": ["README.md", "ünï.py"]}
+    monkeypatch.setattr(records, "REPO", tmp_path / "new.py")
+    assert records.git_state() == {"commit": None, "dirty": None, "changed": None}
+
+
 def test_linear_gaussian_reports_exact_log_likelihood_above_the_bounds(compose_cfg, tmp_path):
     cfg = compose_cfg("+experiment=linear_gaussian", "trainer.max_epochs=15", "iw_samples=2000", "logger=none")
     run(cfg)

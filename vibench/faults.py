@@ -42,7 +42,7 @@ class ResumeState(L.Callback):
     had ``finished`` (set just before the final save).
 
     It also keeps the run's **parts**: one per start or resume, each with the code it ran (``code``:
-    ``{"commit", "dirty"}``), its first step and epoch and its start time. A run resumed across
+    ``{"commit", "dirty", "changed"}``), its first step and epoch and its start time. A run resumed across
     sessions and commits says in its record which code trained which steps (:meth:`parts`).
     """
 

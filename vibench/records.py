@@ -41,16 +41,24 @@ def ensure_writable(folder: str | Path, what: str = "results_dir") -> Path:
 
 
 def git_state() -> dict[str, Any]:
+    """The checkout that runs: ``commit``, whether tracked files differ from it (``dirty``) and, if
+    they do, which (``changed``: paths from the repository root, at most 20 named, then ``"... and
+    N more"``), so that a dirty record says whether the changes could touch its numbers (a README
+    edit cannot). None each where git cannot tell (no git, not a checkout)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        return out.stdout.rstrip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    status = git("-c", "core.quotePath=false", "status", "--porcelain", "--untracked-files=no") if commit else None
+    if status is None:
+        return {"commit": commit, "dirty": None, "changed": None}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:20] + ([f"... and {len(changed) - 20} more"] if len(changed) > 20 else [])}
 
 
 def environment(device: str) -> dict[str, Any]:
