@@ -112,6 +112,33 @@ def test_check_command_exit_codes(tmp_path, capsys):
     assert check_main([str(good), "--references", str(registry), "--require", "missing"]) == 1
 
 
+def test_check_names_runs_from_uncommitted_code_without_changing_the_verdict(tmp_path, capsys):
+    """A compared record whose code (at its start, any resume, or the record's writing) differed
+    from its commit is named, with its changed files when the record has them; a clean one and an
+    unmatched one are not. Passing stays passing: the note is provenance, not a verdict."""
+    from vibench.check import uncommitted
+
+    clean = {"commit": "c", "dirty": False, "changed": []}
+    assert uncommitted(record(-90.0, git=clean)) is None and uncommitted(record(-90.0)) is None
+    assert uncommitted(record(-90.0, git={"commit": "c", "dirty": True})) == []  # an older record: files not named
+    resumed_dirty = record(-90.0, git=clean, training_parts=[{**clean, "from_epoch": 0}, {"commit": "c", "dirty": True, "changed": ["vibench/run.py", "README.md"], "from_epoch": 5}])
+    assert uncommitted(resumed_dirty) == ["README.md", "vibench/run.py"]
+    registry = tmp_path / "refs.yaml"
+    registry.write_text(json.dumps({"references": [dict(REF.__dict__)]}))
+    files = {"a": record(-90.2, run_id="a", git=clean), "b": {**resumed_dirty, "run_id": "b"}, "c": record(-90.1, run_id="c", git={"commit": "c", "dirty": True}),
+             "d": record(-90.0, run_id="d", git={"commit": "c", "dirty": True}, dataset={"variant": "dynamic_binarized_mnist"})}
+    for name, rec in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    paths = [str(tmp_path / f"{n}.json") for n in files]
+    assert check_main([*paths, "--references", str(registry)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "b ran with uncommitted changes to README.md, vibench/run.py: its commit alone does not reproduce it" in out
+    assert "c ran with uncommitted changes (not named in the record)" in out
+    assert "a ran with" not in out and "d ran with" not in out
+    assert check_main([*paths, "--references", str(registry), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["uncommitted"] == {"b": ["README.md", "vibench/run.py"], "c": []}
+
+
 def test_registry_is_valid_and_keys_are_known():
     refs = load_references(REPO / "results" / "references.yaml")
     ids = [r.id for r in refs]

@@ -23,6 +23,15 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def uncommitted(record: dict) -> list[str] | None:
+    """None when every part of a run (its start and each resume, ``training_parts``, and the code
+    that wrote the record, ``git``) ran committed code; else the tracked files that differed from
+    the commit, as far as the record names them (records before 2026-11-24's evening do not: ``[]``).
+    A run from uncommitted code is not reproduced by its commit alone."""
+    dirty = [s for s in (record.get("git") or {}, *(record.get("training_parts") or [])) if s.get("dirty")]
+    return None if not dirty else sorted({f for s in dirty for f in (s.get("changed") or [])})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibench.check", description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="*", default=["results/runs"], help="record files, folders, multirun folders or sweep ids (default: results/runs)")
@@ -42,18 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if r.verdict == "fail"]
     missing = [rid for rid in args.require if not any(r.reference.id == rid and r.verdict == "pass" for r in rows)]
     near = {r["run_id"]: n for r in unmatched if (n := nearest(r, references)) is not None}
+    compared = {run for r in rows for run in (r.runs or (r.record["run_id"],))}
+    dirty = {r["run_id"]: files for r in records if r["run_id"] in compared and (files := uncommitted(r)) is not None}
     if args.json:
         near_json = {run: {"reference": ref.id, "differs": {k: {"run": a, "reference": b} for k, (a, b) in d.items()}} for run, (ref, d) in near.items()}
         print(json.dumps({"comparisons": [r.as_dict() for r in rows], "unmatched": [r["run_id"] for r in unmatched], "nearest": near_json,
-                          "regressions": len(failed), "missing_required": missing}, indent=2, default=str))
+                          "uncommitted": dirty, "regressions": len(failed), "missing_required": missing}, indent=2, default=str))
     else:
-        print_table(rows, unmatched, len(records), near)
+        print_table(rows, unmatched, len(records), near, dirty)
     if missing:
         print_error(f"required reference(s) not passed: {', '.join(missing)} (no matching completed record, or it failed).")
     return 1 if failed or missing else 0
 
 
-def print_table(rows, unmatched, n_records: int, near: dict | None = None) -> None:
+def print_table(rows, unmatched, n_records: int, near: dict | None = None, dirty: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -68,6 +79,12 @@ def print_table(rows, unmatched, n_records: int, near: dict | None = None) -> No
         table.add_row(r.reference.id, r.run_label, r.reference.metric, fmt(r.reference.value), measured, fmt(r.difference), fmt(r.allowed), r.noise, verdict)
     console = Console(width=None if Console().is_terminal else 200)
     console.print(table)
+    by_files: dict[tuple[str, ...], list[str]] = {}
+    for run, files in (dirty or {}).items():  # one line per set of changed files
+        by_files.setdefault(tuple(files), []).append(run)
+    for files, runs in by_files.items():
+        what = "to " + ", ".join(files) if files else "(not named in the record)" if len(runs) == 1 else "(not named in the records)"
+        console.print(f"{', '.join(runs)} ran with uncommitted changes {what}: {'its commit' if len(runs) == 1 else 'their commits'} alone do{'es' if len(runs) == 1 else ''} not reproduce {'it' if len(runs) == 1 else 'them'}")
     if unmatched:
         console.print(f"{len(unmatched)} record(s) match no reference: {', '.join(r['run_id'] for r in unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}")
         for run, (ref, differs) in list((near or {}).items())[:8]:
