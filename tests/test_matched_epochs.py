@@ -104,3 +104,43 @@ def test_one_run_with_at_and_no_out_writes_nothing(tmp_path, capsys):
     assert main([str(source), "--at", "200"]) == 0 and "-97.57" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve-s.csv"]
     assert main([str(source)]) == 2 and "--out" in capsys.readouterr().err
+
+
+def committed_curves_commands() -> list[list[str]]:
+    """anchors.md's ``python -m vibench.curves`` commands whose runs are all committed files (not
+    ``outputs/`` folders, which a checkout lacks), as argument lists."""
+    import re
+    import shlex
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "results/anchors.md").read_text(), re.S)
+    commands = []
+    for text in (ln for block in blocks for ln in block.splitlines() if ln.startswith("python -m vibench.curves ")):
+        args = shlex.split(text)[3:]
+        runs = args[: next((i for i, a in enumerate(args) if a.startswith("--")), len(args))]
+        if all(r.startswith("results/") for r in runs):
+            commands.append(args)
+    return commands
+
+
+@pytest.mark.parametrize("args", committed_curves_commands(), ids=lambda a: Path(a[0]).parent.name)
+def test_anchors_curves_commands_remake_their_committed_files(args, tmp_path, monkeypatch, capsys):
+    """Each such command runs as written from the repository root, and the files it writes are
+    the committed ones (curve CSVs and matched.csv byte for byte; the figure is remade, not
+    compared), so the commands in anchors.md still make what anchors.md shows."""
+    from vibench.curves import main
+
+    monkeypatch.chdir(ROOT)
+    out = args.index("--out") + 1 if "--out" in args else None
+    assert main([*args[:out], str(tmp_path), *args[out + 1 :]] if out else args) == 0
+    if out:
+        made = sorted(p.name for p in tmp_path.iterdir())
+        assert "compare.png" in made
+        for name in made:
+            if name.endswith(".csv"):
+                assert (tmp_path / name).read_bytes() == (ROOT / args[out] / name).read_bytes(), name
+    else:
+        assert "11-epoch means" in capsys.readouterr().out
+
+
+def test_the_committed_curves_commands_are_found():
+    assert len(committed_curves_commands()) >= 2
