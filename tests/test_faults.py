@@ -94,6 +94,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert [(p["from_step"], p["from_epoch"]) for p in res["training_parts"]] == [(0, 0), (killed_at, killed_at // 130)]
     assert [p["from_step"] for p in ref["training_parts"]] == [0]
     assert all(p["commit"] == ref["git"]["commit"] and p["started"] for p in res["training_parts"])
+    assert [p["training_loss"] for p in res["training_parts"]] == ["eager", "eager"]  # 1,040 steps: auto does not compile
     # CPU, one thread, deterministic: the same batches and the same noise, so the same numbers.
     for key in ("test/elbo", "test/iw_ll", "test/kl", "val/elbo"):
         assert res["metrics"][key] == pytest.approx(ref["metrics"][key], abs=1e-6), key

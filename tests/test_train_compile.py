@@ -95,3 +95,25 @@ def test_auto_compiles_the_loss_of_long_runs_only(objective, epochs, compiled):
     module._trainer = SimpleNamespace(datamodule=FakeDataModule(), max_steps=-1, max_epochs=epochs)
     module.on_fit_start()  # decides; torch.compile compiles lazily, at the first call
     assert isinstance(module._loss, CompiledOrEager) is compiled
+
+
+def test_each_part_of_a_run_says_how_its_training_loss_ran():
+    """A run's ``training_parts`` say, for each start or resume, whether the loss ran compiled:
+    auto decides at every start, and a compiled loss draws its noise from inductor's generator, so
+    a seed's run differs compiled and eager (the IWAE preset's seed 0 trained eager to epoch 1,936
+    and compiled after; a 10-epoch run of a seed is eager and is not the first 10 epochs of its
+    3,280-epoch run, which compiles). A compiled loss that fell back to eager says so."""
+    from vibench.faults import ResumeState
+
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, datamodule=FakeDataModule(), max_steps=-1, max_epochs=3280)
+    how = []
+    for epochs, fail in ((3280, False), (19, False), (3280, True)):
+        module = make_module(IWAE(1))
+        module._trainer = SimpleNamespace(**{**trainer.__dict__, "max_epochs": epochs})
+        module.on_fit_start()
+        state = ResumeState("r", code={"commit": "c", "dirty": False, "changed": []})
+        state.on_train_start(trainer, module)
+        if fail:
+            module._loss.failed = True  # as CompiledOrEager sets it when compiling fails mid-run
+        how.append(state.parts()[-1]["training_loss"])
+    assert how == ["compiled", "eager", "compiled, fell back to eager"]

@@ -23,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vibench.atomic import atomic_write
+from vibench.compiling import CompiledOrEager
 from vibench.errors import NonFiniteLoss
 from vibench.records import now as records_now
 
@@ -42,8 +43,11 @@ class ResumeState(L.Callback):
     had ``finished`` (set just before the final save).
 
     It also keeps the run's **parts**: one per start or resume, each with the code it ran (``code``:
-    ``{"commit", "dirty", "changed"}``), its first step and epoch and its start time. A run resumed across
-    sessions and commits says in its record which code trained which steps (:meth:`parts`).
+    ``{"commit", "dirty", "changed"}``), its first step and epoch and its start time, and how its
+    training loss ran (``training_loss``: ``eager``, ``compiled``, or ``compiled, fell back to
+    eager``; ``train.compile=auto`` decides at each start, and a compiled loss draws its noise from
+    inductor's generator, so the same seed trains another model compiled than eager). A run resumed
+    across sessions and commits says in its record which code trained which steps (:meth:`parts`).
     """
 
     def __init__(self, run_id: str, config: dict[str, Any] | None = None, code: dict[str, Any] | None = None):
@@ -51,14 +55,21 @@ class ResumeState(L.Callback):
         self.code = code or {"commit": None, "dirty": None}
         self.earlier: list[dict[str, Any]] = []  # the parts before this one, from the checkpoint resumed
         self.current: dict[str, Any] | None = None
+        self._loss = None  # the module's training loss in this part (a CompiledOrEager may fall back later)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # after a resume's restore: the step and epoch this part starts from
+        # after a resume's restore and the module's on_fit_start (which decides on compiling): the
+        # step and epoch this part starts from
         self.current = {**self.code, "from_step": trainer.global_step, "from_epoch": trainer.current_epoch, "started": records_now()}
+        self._loss = getattr(pl_module, "_loss", None)
 
     def parts(self) -> list[dict[str, Any]]:
         """The run's parts so far, oldest first (none before training starts)."""
-        return [*self.earlier, *([self.current] if self.current is not None else [])]
+        if self.current is None:
+            return list(self.earlier)
+        compiled = isinstance(self._loss, CompiledOrEager)
+        how = ("compiled, fell back to eager" if self._loss.failed else "compiled") if compiled else "eager"
+        return [*self.earlier, {**self.current, "training_loss": how}]
 
     def state_dict(self) -> dict[str, Any]:
         state = {"run_id": self.run_id, "config": self.config, "finished": self.finished, "torch_rng": torch.get_rng_state(), "parts": self.parts()}
