@@ -203,6 +203,27 @@ def test_explicit_resume_continues_a_finished_run_for_longer_without_early_stopp
     assert t2["val_s_all_segments"] == pytest.approx(t1["val_s"] + t2["val_s"], abs=0.005)
 
 
+def test_a_compiled_run_resumed_matches_an_uninterrupted_one(compose_cfg, tmp_path):
+    """The compiled training loss draws its noise from torch's generator, which a checkpoint
+    restores: a compiled run resumed at an epoch's end gives the uninterrupted run's numbers, and
+    both parts say they ran compiled. About 20 s (three short runs, two compilations)."""
+    from vibench.run import run
+
+    def only(folder):
+        (path,) = folder.glob("*.json")
+        return json.loads(path.read_text())
+
+    common = ("train.compile=true", "iw_samples=20", "logger=none", "images=false")
+    run(compose_cfg("trainer.max_epochs=4", *common, f"output_dir={tmp_path / 'a'}", f"results_dir={tmp_path / 'ra'}"))
+    run(compose_cfg("trainer.max_epochs=2", *common, f"output_dir={tmp_path / 'b'}", f"results_dir={tmp_path / 'rb1'}"))
+    run(compose_cfg("trainer.max_epochs=4", *common, f"resume={tmp_path / 'b'}", f"output_dir={tmp_path / 'b'}", f"results_dir={tmp_path / 'rb'}"))
+    whole, resumed = only(tmp_path / "ra"), only(tmp_path / "rb")
+    assert [p["training_loss"] for p in resumed["training_parts"]] == ["compiled", "compiled"] and resumed["resumed_from"]
+    assert [p["training_loss"] for p in whole["training_parts"]] == ["compiled"]
+    for key in ("val/elbo", "test/elbo", "test/iw_ll"):
+        assert resumed["metrics"][key] == pytest.approx(whole["metrics"][key], abs=1e-6), key
+
+
 def test_explicit_resume_of_another_configuration_is_refused(compose_cfg, tmp_path):
     from vibench.errors import ConfigError
     from vibench.run import run

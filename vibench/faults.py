@@ -45,8 +45,9 @@ class ResumeState(L.Callback):
     It also keeps the run's **parts**: one per start or resume, each with the code it ran (``code``:
     ``{"commit", "dirty", "changed"}``), its first step and epoch and its start time, and how its
     training loss ran (``training_loss``: ``eager``, ``compiled``, or ``compiled, fell back to
-    eager``; ``train.compile=auto`` decides at each start, and a compiled loss draws its noise from
-    inductor's generator, so the same seed trains another model compiled than eager). A run resumed
+    eager``; ``train.compile=auto`` decides at each start, and the compiled loss, given the same
+    noise, rounds differently in its last digits, which training amplifies: the same seed trains
+    another model compiled than eager). A run resumed
     across sessions and commits says in its record which code trained which steps (:meth:`parts`).
     """
 
