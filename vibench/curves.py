@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from vibench.epoch_log import EPOCH_KEYS
+from vibench.records import read_record
 from vibench.run_logs import epoch_curve, history
 
 
@@ -61,9 +62,14 @@ def tested_point(run: Path, curve: list[dict]) -> tuple[int, float, str] | None:
     None (a run still training, or no validation that epoch). The curve's x is the number of epochs
     trained (epoch index + 1), as the record's ``evaluated_checkpoint.epoch``."""
     try:
-        record = json.loads((run if run.suffix == ".json" else run / "record.json").read_text())
+        record = read_record(run if run.suffix == ".json" else run / "record.json")
     except (OSError, json.JSONDecodeError):
         return None
+    return tested_on(record, curve)
+
+
+def tested_on(record: dict, curve: list[dict]) -> tuple[int, float, str] | None:
+    """:func:`tested_point` from a loaded record."""
     tested = record.get("evaluated_checkpoint") or {}
     if record.get("status") != "completed" or tested.get("epoch") is None:
         return None
@@ -75,13 +81,12 @@ def tested_point(run: Path, curve: list[dict]) -> tuple[int, float, str] | None:
     return epochs, float(row["val/elbo"]), f"tested: {how}, epoch {epochs}"
 
 
-def record_fits(record: Path, tested: tuple[int, float, str] | None) -> bool:
+def record_fits(rec: dict, tested: tuple[int, float, str] | None) -> bool:
     """Whether a record given for a curve CSV is that run's: the validation ELBO it states for its
     tested model (``evaluated_checkpoint.val_elbo`` for the best epoch, the last epoch's
     ``metrics["val/elbo"]`` for the last) is the curve's at that epoch, to 1e-3 nats."""
     if tested is None:
         return False
-    rec = json.loads(record.read_text())
     ckpt = rec["evaluated_checkpoint"]
     stated = ckpt.get("val_elbo", rec.get("metrics", {}).get("val/elbo") if ckpt.get("select") == "last" else None)
     return stated is None or abs(float(stated) - tested[1]) < 1e-3
@@ -210,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"curves: give one --labels name per run ({len(args.runs)}), of letters, digits, '-', '_' or '.'", file=sys.stderr)
         return 2
     records = args.records or ["-"] * len(args.runs)
-    if len(records) != len(args.runs) or any(r != "-" and not Path(r).is_file() for r in records):
-        print(f"curves: give one --records file per run ({len(args.runs)}), or '-' for a run's own record.json; missing: "
-              + ", ".join(r for r in records if r != "-" and not Path(r).is_file()), file=sys.stderr)
+    missing = [r for r in records if r != "-" and not Path(r).is_file()]
+    if len(records) != len(args.runs) or missing:
+        print(f"curves: give one --records file per run ({len(args.runs)}), or '-' for a run's own record.json; missing: {', '.join(missing)}", file=sys.stderr)
         return 2
     curves, tested = {}, {}
     for label, run, record in zip(labels, args.runs, records):
@@ -224,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         if not curve:
             print(f"curves: {run}'s logs hold no epoch-level metrics", file=sys.stderr)
             return 2
-        curves[label], tested[label] = curve, tested_point(Path(run if record == "-" else record), curve)
-        if record != "-" and not record_fits(Path(record), tested[label]):
+        try:  # read once: its tested model, and whether it is this run's
+            given = None if record == "-" else read_record(record)
+        except json.JSONDecodeError:
+            given = {}
+        given = given if given is None or isinstance(given, dict) else {}  # not a record: refused below
+        curves[label], tested[label] = curve, tested_point(Path(run), curve) if given is None else tested_on(given, curve)
+        if given is not None and not record_fits(given, tested[label]):
             print(f"curves: {record} names no tested model on {label}'s validation curve (not a completed run's record, or not this run's)", file=sys.stderr)
             return 2
         if (gap := gap_message(run if len(args.runs) == 1 else label, curve)) is not None:
