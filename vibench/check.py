@@ -83,8 +83,10 @@ def print_table(rows, unmatched, n_records: int, near: dict | None = None, dirty
     for run, files in (dirty or {}).items():  # one line per set of changed files
         by_files.setdefault(tuple(files), []).append(run)
     for files, runs in by_files.items():
-        what = "to " + ", ".join(files) if files else "(not named in the record)" if len(runs) == 1 else "(not named in the records)"
-        console.print(f"{', '.join(runs)} ran with uncommitted changes {what}: {'its commit' if len(runs) == 1 else 'their commits'} alone do{'es' if len(runs) == 1 else ''} not reproduce {'it' if len(runs) == 1 else 'them'}")
+        one = len(runs) == 1
+        what = "to " + ", ".join(files) if files else f"(not named in the record{'' if one else 's'})"
+        tail = "its commit alone does not reproduce it" if one else "their commits alone do not reproduce them"
+        console.print(f"{', '.join(runs)} ran with uncommitted changes {what}: {tail}")
     if unmatched:
         console.print(f"{len(unmatched)} record(s) match no reference: {', '.join(r['run_id'] for r in unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}")
         for run, (ref, differs) in list((near or {}).items())[:8]:
